@@ -1,0 +1,234 @@
+"""GET/HEAD ``/dl/<token>/<name>``: a stored file over HTTP, with ranges, validators and seeking.
+
+The decision (200/206/304/412/416 and which ranges) is made by the pure
+:mod:`routes.http_semantics`; this module only maps it onto aiohttp and moves the bytes. Errors of the
+application become short plain-text answers here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from routes import http_semantics as hs
+from streambot import keys, links
+from streambot.catalog import FileInfo
+from streambot.errors import FileNotFound, LinkRevoked, ServiceBusy, StreamAborted
+from streambot.metrics import Metrics
+from streambot.streamer import StreamProgress
+from utils.stream_cleanup import RegistryFull, TrackedStream
+
+log = logging.getLogger(__name__)
+
+Admission = Callable[[web.Request, links.LinkClaims, FileInfo], Awaitable[None]]
+
+# Browsers revalidate (cheap 304 with the ETag) instead of reusing a copy blindly: links can be revoked.
+CACHE_CONTROL = "private, no-cache"
+
+
+def plain(status: int, reason: str, **headers: str) -> web.Response:
+    """A one-line plain-text answer; never a traceback, never a secret."""
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+async def resolve(request: web.Request) -> tuple[links.LinkClaims, FileInfo] | web.Response:
+    """Verify the token and look the file up; an error answer if either fails.
+
+    Shared by the download and watch routes so both give the same answers to bad links.
+    """
+    app = request.app
+    token = request.match_info["token"]
+    try:
+        claims = links.verify(token, app[keys.LINK_SECRET], now=time.time())
+    except links.ExpiredLink:
+        return plain(410, "This link has expired.")
+    except links.InvalidLink:
+        return plain(403, "This link is not valid.")
+    try:
+        info = await app[keys.CATALOG].info(claims.message_id)
+        for check in app[keys.ADMISSION]:
+            await check(request, claims, info)
+    except FileNotFound:
+        return plain(404, "This file is no longer available.")
+    except LinkRevoked:
+        return plain(410, "This link was revoked.")
+    except ServiceBusy as exc:
+        return plain(exc.status, str(exc), **{"Retry-After": str(max(1, round(exc.retry_after)))})
+    except StreamAborted:
+        return plain(502, "Telegram did not answer; try again shortly.", **{"Retry-After": "5"})
+    return claims, info
+
+
+def representation(info: FileInfo) -> hs.Representation:
+    return hs.Representation(
+        size=info.size, etag=hs.etag_for(info.unique_id), last_modified=info.date
+    )
+
+
+def _headers(info: FileInfo, rep: hs.Representation, attachment: bool) -> dict[str, str]:
+    inline = not attachment and hs.disposition_is_inline(info.mime_type)
+    return {
+        "Accept-Ranges": "bytes",
+        "ETag": rep.etag,
+        "Last-Modified": hs.http_date(rep.last_modified),
+        "Cache-Control": CACHE_CONTROL,
+        "Content-Type": info.mime_type,
+        "Content-Disposition": hs.content_disposition(info.name, attachment=not inline),
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    resolved = await resolve(request)
+    metrics = request.app[keys.METRICS]
+    if isinstance(resolved, web.Response):
+        _observe(metrics, started, resolved.status)
+        return resolved
+    _claims, info = resolved
+    rep = representation(info)
+    settings = request.app[keys.SETTINGS]
+    decision = hs.evaluate(request.method, request.headers, rep, max_ranges=settings.max_ranges)
+    headers = _headers(info, rep, attachment=request.query.get("download") == "1")
+
+    if decision.status == 304:
+        _observe(metrics, started, 304)
+        return web.Response(
+            status=304,
+            headers={k: headers[k] for k in ("ETag", "Last-Modified", "Cache-Control")},
+        )
+    if decision.status == 412:
+        _observe(metrics, started, 412)
+        return plain(412, "Precondition failed.", ETag=rep.etag)
+    if decision.status == 416:
+        _observe(metrics, started, 416)
+        return plain(
+            416,
+            "Requested range not satisfiable.",
+            **{"Content-Range": hs.unsatisfied_content_range(info.size), "ETag": rep.etag},
+        )
+
+    if decision.status == 200:
+        ranges = (hs.ByteRange(0, info.size - 1),) if info.size else ()
+        headers["Content-Length"] = str(info.size)
+    elif decision.multipart:
+        ranges = decision.ranges
+        layout = hs.multipart_layout(
+            ranges, info.size, info.mime_type, boundary=secrets.token_hex(12)
+        )
+        headers["Content-Type"] = layout.content_type
+        headers["Content-Length"] = str(layout.content_length)
+    else:
+        ranges = decision.ranges
+        headers["Content-Range"] = ranges[0].content_range(info.size)
+        headers["Content-Length"] = str(ranges[0].length)
+
+    response = web.StreamResponse(status=decision.status, headers=headers)
+    if request.method == "HEAD" or not ranges:
+        # HEAD never touches Telegram: everything it needs is in the file info.
+        await response.prepare(request)
+        _observe(metrics, started, decision.status)
+        await response.write_eof()
+        return response
+
+    registry = request.app[keys.REGISTRY]
+    first = ranges[0]
+    try:
+        async with registry.track(
+            message_id=info.message_id,
+            file_name=info.name,
+            start=first.start,
+            end=ranges[-1].end,
+            remote=request.remote or "",
+        ) as tracked:
+            if decision.multipart:
+                await response.prepare(request)
+                _observe(metrics, started, decision.status)
+                for header, part in layout.parts:
+                    await response.write(header)
+                    await _pump(request, response, info, part, tracked)
+                await response.write(layout.closing)
+            else:
+                await _pump(request, response, info, first, tracked, started=started)
+            await response.write_eof()
+    except RegistryFull:
+        metrics.count_error("registry_full")
+        return plain(
+            503, "Too many downloads right now; try again shortly.", **{"Retry-After": "10"}
+        )
+    except _FirstBlockFailed:
+        _observe(metrics, started, 502)
+        return plain(502, "Telegram did not answer; try again shortly.", **{"Retry-After": "5"})
+    except StreamAborted as exc:
+        # Headers promised a length we cannot deliver: cut the connection so the client sees
+        # a failed transfer, never a short body that looks complete.
+        log.warning("stream of message %s aborted: %s", info.message_id, exc)
+        metrics.count_error("stream_aborted")
+        if request.transport is not None:
+            request.transport.abort()
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The viewer went away (or the sweep/shutdown cut the stream); the context managers have
+        # already cancelled the in-flight Telegram requests and unregistered the stream.
+        metrics.count_error("client_disconnect")
+        if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise
+    return response
+
+
+class _FirstBlockFailed(Exception):
+    """The stream failed before any header was sent, so a clean error answer is still possible."""
+
+
+async def _pump(
+    request: web.Request,
+    response: web.StreamResponse,
+    info: FileInfo,
+    part: hs.ByteRange,
+    tracked: TrackedStream,
+    *,
+    started: float | None = None,
+) -> None:
+    """Write one range's bytes; prepares the response after the first block when ``started``."""
+    app = request.app
+    metrics = app[keys.METRICS]
+    registry = app[keys.REGISTRY]
+    streamer = app[keys.STREAMER]
+    progress = StreamProgress()
+    tracked.extra["progress"] = progress
+    agen: AsyncIterator[bytes | memoryview] = streamer.stream(info, part.start, part.end, progress)
+    async with contextlib.aclosing(agen):  # type: ignore[type-var]
+        if started is not None:
+            # Fetch the first block before sending headers: if Telegram fails right away the
+            # viewer gets a clean 502 instead of a cut connection.
+            try:
+                chunk = await anext(agen)
+            except StreamAborted as exc:
+                raise _FirstBlockFailed() from exc
+            tracked.client = progress.client
+            await response.prepare(request)
+            _observe(metrics, started, response.status)
+            await response.write(chunk)
+            registry.progress(tracked, len(chunk))
+            metrics.bytes_sent.inc(len(chunk))
+        async for chunk in agen:
+            tracked.client = progress.client
+            await response.write(chunk)
+            registry.progress(tracked, len(chunk))
+            metrics.bytes_sent.inc(len(chunk))
+
+
+def _observe(metrics: Metrics, started: float, status: int) -> None:
+    elapsed = time.perf_counter() - started
+    metrics.request_latency.labels(route="dl", status=str(status)).observe(elapsed)
+
+
+def add_routes(app: web.Application) -> None:
+    for path in ("/dl/{token}", "/dl/{token}/{name:.*}"):
+        app.router.add_route("GET", path, download)
+        app.router.add_route("HEAD", path, download)

@@ -1,0 +1,262 @@
+"""The catalog: what a stored message holds (size, type, name, ...) and where each client reads it from.
+
+File ids and file references are per bot account, so every fleet client resolves the stored message
+itself; both the shared file info and the per-client locations live in bounded caches with a TTL.
+A stale file-info entry is served while one background refresh runs (stale-while-revalidate), so a
+popular link never waits on Telegram once it is warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pyrogram import raw, types
+from pyrogram.errors import RPCError
+from pyrogram.file_id import FileId, FileType
+
+from streambot.errors import FileNotFound, StreamAborted
+from streambot.fleet import Fleet, FleetClient
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MEDIA_ATTRS = ("video", "document", "audio", "photo", "animation", "voice", "video_note")
+_DEFAULT_NAMES = {
+    "photo": ("photo", ".jpg"),
+    "voice": ("voice", ".ogg"),
+    "video_note": ("video_note", ".mp4"),
+    "animation": ("animation", ".mp4"),
+    "video": ("video", ".mp4"),
+    "audio": ("audio", ".mp3"),
+    "document": ("file", ".bin"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What the HTTP side needs to answer for a stored file, independent of the client."""
+
+    message_id: int
+    size: int
+    mime_type: str
+    name: str
+    unique_id: str
+    dc_id: int
+    date: datetime
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileLocation:
+    """Where one client reads the bytes: its own file reference, on the file's DC."""
+
+    location: raw.base.InputFileLocation
+    dc_id: int
+
+
+class BoundedTTLCache(Generic[K, V]):
+    """An LRU dict bounded by ``limit`` whose entries go stale after ``ttl`` seconds.
+
+    Stale entries stay readable (``get(..., allow_stale=True)``) until evicted, which is what
+    stale-while-revalidate needs.
+    """
+
+    def __init__(self, limit: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self.ttl = ttl
+        self._clock = clock
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: K) -> tuple[V, bool] | None:
+        """The value and whether it is still fresh, or None."""
+        item = self._data.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        stored_at, value = item
+        return value, self._clock() - stored_at < self.ttl
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = (self._clock(), value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.limit:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def sweep(self, max_age: float | None = None) -> int:
+        """Drop entries older than ``max_age`` (default: twice the TTL); returns how many."""
+        limit = self._clock() - (max_age if max_age is not None else 2 * self.ttl)
+        old = [k for k, (at, _) in self._data.items() if at < limit]
+        for k in old:
+            del self._data[k]
+        return len(old)
+
+
+def media_of(message: types.Message) -> tuple[str, Any] | None:
+    for attr in _MEDIA_ATTRS:
+        media = getattr(message, attr, None)
+        if media is not None:
+            return attr, media
+    return None
+
+
+def describe(message: types.Message) -> tuple[FileInfo, FileId]:
+    """Given a parsed storage message, return its file info and this client's decoded file id."""
+    found = media_of(message)
+    if found is None or message.empty:
+        raise FileNotFound(f"message {message.id} holds no file")
+    kind, media = found
+    file_id = FileId.decode(media.file_id)
+    mime = getattr(media, "mime_type", None) or ""
+    name = getattr(media, "file_name", None) or ""
+    if kind == "photo":
+        mime = mime or "image/jpeg"
+    if not name:
+        stem, ext = _DEFAULT_NAMES.get(kind, ("file", ".bin"))
+        ext = mimetypes.guess_extension(mime) or ext if mime else ext
+        name = f"{stem}_{message.id}{ext}"
+    if not mime:
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    date = message.date or datetime.fromtimestamp(0, UTC)
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=UTC)
+    info = FileInfo(
+        message_id=message.id,
+        size=int(media.file_size or 0),
+        mime_type=mime,
+        name=name,
+        unique_id=media.file_unique_id,
+        dc_id=file_id.dc_id,
+        date=date.astimezone(UTC).replace(microsecond=0),
+        kind=kind,
+    )
+    return info, file_id
+
+
+def location_of(file_id: FileId) -> FileLocation:
+    if file_id.file_type is FileType.PHOTO:
+        loc: raw.base.InputFileLocation = raw.types.InputPhotoFileLocation(
+            id=file_id.media_id,
+            access_hash=file_id.access_hash,
+            file_reference=file_id.file_reference,
+            thumb_size=file_id.thumbnail_size,
+        )
+    else:
+        loc = raw.types.InputDocumentFileLocation(
+            id=file_id.media_id,
+            access_hash=file_id.access_hash,
+            file_reference=file_id.file_reference,
+            thumb_size="",
+        )
+    return FileLocation(loc, file_id.dc_id)
+
+
+class Catalog:
+    """Resolves storage messages to :class:`FileInfo` and per-client :class:`FileLocation`."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        channel_id: int,
+        *,
+        limit: int = 1024,
+        ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_request: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._fleet = fleet
+        self._channel_id = channel_id
+        self.info_cache: BoundedTTLCache[int, FileInfo] = BoundedTTLCache(limit, ttl, clock)
+        # Locations are per client: several entries per file, so allow more of them.
+        self.location_cache: BoundedTTLCache[tuple[str, int], FileLocation] = BoundedTTLCache(
+            limit * max(1, len(fleet.clients)), ttl, clock
+        )
+        self._refreshing: dict[int, asyncio.Task[None]] = {}
+        self._on_request = on_request or (lambda method, client: None)
+
+    async def _fetch(self, fc: FleetClient, message_id: int) -> tuple[FileInfo, FileLocation]:
+        self._on_request("channels.GetMessages", fc.name)
+        try:
+            message = await fc.client.get_messages(self._channel_id, message_id)
+        except RPCError as exc:
+            log.warning("get_messages(%s) via %s failed: %s", message_id, fc.name, exc.ID)
+            raise
+        if not isinstance(message, types.Message):
+            raise FileNotFound(f"message {message_id} not found")
+        info, file_id = describe(message)
+        location = location_of(file_id)
+        self.info_cache.put(message_id, info)
+        self.location_cache.put((fc.name, message_id), location)
+        return info, location
+
+    def _any_client(self) -> FleetClient:
+        available = self._fleet.available()
+        return available[0] if available else self._fleet.main
+
+    async def info(self, message_id: int) -> FileInfo:
+        """File info for a stored message; a stale entry is returned at once and refreshed behind."""
+        cached = self.info_cache.get(message_id)
+        if cached is not None:
+            info, fresh = cached
+            if not fresh and message_id not in self._refreshing:
+                task = asyncio.create_task(self._refresh(message_id))
+                self._refreshing[message_id] = task
+                task.add_done_callback(lambda _t: self._refreshing.pop(message_id, None))
+            return info
+        try:
+            info, _ = await self._fetch(self._any_client(), message_id)
+        except RPCError as exc:
+            raise StreamAborted(f"Telegram error {exc.ID}") from exc
+        return info
+
+    async def _refresh(self, message_id: int) -> None:
+        try:
+            await self._fetch(self._any_client(), message_id)
+        except FileNotFound:
+            self.info_cache.pop(message_id)
+        except (RPCError, OSError) as exc:
+            # The stale entry keeps serving; the next request after the TTL tries again.
+            log.info("background refresh of message %s failed: %s", message_id, exc)
+
+    async def location(
+        self, fc: FleetClient, message_id: int, *, refresh: bool = False
+    ) -> FileLocation:
+        """Where ``fc`` reads the file; ``refresh`` re-fetches (an expired file reference)."""
+        key = (fc.name, message_id)
+        if not refresh:
+            cached = self.location_cache.get(key)
+            if cached is not None and cached[1]:
+                return cached[0]
+        _, location = await self._fetch(fc, message_id)
+        return location
+
+    def sweep(self) -> int:
+        """Drop long-stale entries from both caches; returns how many (a scheduler job)."""
+        return self.info_cache.sweep() + self.location_cache.sweep()
+
+    async def close(self) -> None:
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,504 @@
+"""Settings: read from ``config.env`` and the process environment, validated once, then frozen.
+
+Every setting is declared once, below, with its type, default, example, group and documentation.
+That single declaration drives parsing, validation messages and ``config.env.sample`` (a test keeps the
+committed sample identical to :func:`render_sample`), so code, docs and the sample cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from dotenv import dotenv_values
+
+from streambot.atomicfile import atomic_write
+
+GROUPS = (
+    "Telegram",
+    "Web server",
+    "Links",
+    "Access",
+    "Fleet",
+    "Streaming",
+    "Caches",
+    "Scheduler",
+    "Memory",
+    "Bandwidth",
+    "Logging",
+)
+
+Check = Callable[[Any], str | None]
+
+
+class ConfigError(Exception):
+    """One or more settings are invalid; ``problems`` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _setting(
+    default: Any,
+    *,
+    group: str,
+    doc: str,
+    example: str,
+    secret: bool = False,
+    required: bool = False,
+    check: Check | None = None,
+) -> Any:
+    assert group in GROUPS, group
+    meta = {
+        "group": group,
+        "doc": doc,
+        "example": example,
+        "secret": secret,
+        "required": required,
+        "check": check,
+    }
+    return field(default=default, metadata=meta)
+
+
+def _at_least(n: float) -> Check:
+    return lambda v: None if v >= n else f"must be at least {n}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _port(v: int) -> str | None:
+    return None if 1 <= v <= 65535 else "must be a TCP port between 1 and 65535"
+
+
+def _api_hash(v: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-f]{32}", v) else "must be 32 lowercase hex characters"
+
+
+def _bot_token(v: str) -> str | None:
+    return None if re.fullmatch(r"\d{5,}:[\w-]{30,}", v) else "is not a bot token from @BotFather"
+
+
+def _channel(v: int) -> str | None:
+    return None if v < -1_000_000_000_000 else "must be a channel id starting with -100"
+
+
+def _base_url(v: str) -> str | None:
+    if v and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+        return "must be an http(s) URL without query or fragment"
+    return None
+
+
+def _log_level(v: str) -> str | None:
+    ok = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    return None if v.upper() in ok else "must be one of " + ", ".join(sorted(ok))
+
+
+def _link_secret(v: str) -> str | None:
+    return None if not v or len(v) >= 32 else "must be at least 32 characters"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- Telegram
+    api_id: int = _setting(
+        0,
+        group="Telegram",
+        required=True,
+        example="123456",
+        doc="API id of your Telegram application (https://my.telegram.org/apps).",
+        check=_at_least(1),
+    )
+    api_hash: str = _setting(
+        "",
+        group="Telegram",
+        required=True,
+        secret=True,
+        example="0123456789abcdef0123456789abcdef",
+        doc="API hash of the same application.",
+        check=_api_hash,
+    )
+    bot_token: str = _setting(
+        "",
+        group="Telegram",
+        required=True,
+        secret=True,
+        example="123456789:AAExampleExampleExampleExampleExam",
+        doc="Token of the main bot from @BotFather; this bot talks to users.",
+        check=_bot_token,
+    )
+    bin_channel: int = _setting(
+        0,
+        group="Telegram",
+        required=True,
+        example="-1001234567890",
+        doc="Private storage channel; every bot of the fleet must be an admin of it.",
+        check=_channel,
+    )
+    worker_tokens: tuple[str, ...] = _setting(
+        (),
+        group="Telegram",
+        secret=True,
+        example="MULTI_TOKEN1=123456789:AAExampleExampleExampleExampleExam",
+        doc="MULTI_TOKEN1..N: extra download-only bots (workers); numbered, no gaps needed.",
+    )
+    # --- Web server
+    base_url: str = _setting(
+        "",
+        group="Web server",
+        required=True,
+        example="https://files.example.com",
+        doc="Public URL that links start with (no trailing slash needed).",
+        check=_base_url,
+    )
+    bind_host: str = _setting(
+        "0.0.0.0",
+        group="Web server",
+        example="127.0.0.1",
+        doc="Address the HTTP server listens on.",
+    )
+    port: int = _setting(
+        8080, group="Web server", example="8080", doc="TCP port of the HTTP server.", check=_port
+    )
+    shutdown_grace_seconds: float = _setting(
+        10.0,
+        group="Web server",
+        example="10",
+        doc="On shutdown, running downloads get this long to finish before they are cut.",
+        check=_at_least(0),
+    )
+    # --- Links
+    link_secret: str = _setting(
+        "",
+        group="Links",
+        secret=True,
+        example="a-long-random-string-of-at-least-32-characters",
+        doc="HMAC key of link tokens. Empty: generated once into DATA_DIR/link_secret (0600).",
+        check=_link_secret,
+    )
+    # --- Access
+    admins: tuple[int, ...] = _setting(
+        (),
+        group="Access",
+        example="11111111,22222222",
+        doc="Telegram user ids of admins (comma separated).",
+    )
+    allowed_users: tuple[int, ...] = _setting(
+        (),
+        group="Access",
+        example="33333333,44444444",
+        doc="User ids allowed to create links; empty means everyone.",
+    )
+    # --- Fleet
+    workers: int = _setting(
+        4,
+        group="Fleet",
+        example="4",
+        doc="Concurrent update handlers of the main bot.",
+        check=_between(1, 64),
+    )
+    telegram_connect_timeout: float = _setting(
+        30.0,
+        group="Fleet",
+        example="30",
+        doc="Seconds a bot may take to connect and log in before start-up gives up on it.",
+        check=_at_least(1),
+    )
+    login_stagger_seconds: float = _setting(
+        2.0,
+        group="Fleet",
+        example="2",
+        doc="Pause between worker logins (many logins at once invite FloodWait).",
+        check=_at_least(0),
+    )
+    # --- Streaming
+    stream_prefetch: int = _setting(
+        4,
+        group="Streaming",
+        example="4",
+        doc="GetFile requests in flight per stream (1 = strictly sequential, like peer bots).",
+        check=_between(1, 64),
+    )
+    stream_memory_budget_mb: int = _setting(
+        256,
+        group="Streaming",
+        example="256",
+        doc="All streams' in-flight and buffered blocks together; windows shrink to fit.",
+        check=_at_least(1),
+    )
+    stream_retries: int = _setting(
+        3,
+        group="Streaming",
+        example="3",
+        doc="Network retries per block (exponential backoff) before moving to another client.",
+        check=_between(0, 20),
+    )
+    stream_flood_sleep_seconds: float = _setting(
+        5.0,
+        group="Streaming",
+        example="5",
+        doc="FloodWaits up to this long are waited out in place; longer ones move the stream.",
+        check=_at_least(0),
+    )
+    stream_max_wait_seconds: float = _setting(
+        60.0,
+        group="Streaming",
+        example="60",
+        doc="Longest a stream waits for a free client before the connection is cut.",
+        check=_at_least(0),
+    )
+    stream_stall_seconds: float = _setting(
+        300.0,
+        group="Streaming",
+        example="300",
+        doc="A stream without progress this long is cancelled by the stale-stream sweep.",
+        check=_at_least(1),
+    )
+    max_streams: int = _setting(
+        1000,
+        group="Streaming",
+        example="1000",
+        doc="Concurrent streams; more get 503 with Retry-After.",
+        check=_at_least(1),
+    )
+    max_ranges: int = _setting(
+        16,
+        group="Streaming",
+        example="16",
+        doc="Most ranges honoured in one multi-range request; more get the whole file (200).",
+        check=_between(1, 1000),
+    )
+    stream_block_size_kib: int = _setting(
+        1024,
+        group="Streaming",
+        example="1024",
+        doc="Largest upload.GetFile request in KiB (power of two, 4..1024).",
+        check=lambda v: (
+            None
+            if v in (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+            else "must be a power of two from 4 to 1024"
+        ),
+    )
+    # --- Caches
+    cache_files_limit: int = _setting(
+        1024,
+        group="Caches",
+        example="1024",
+        doc="File-info entries kept in memory (per-client locations: this times the fleet size).",
+        check=_at_least(1),
+    )
+    cache_files_ttl: float = _setting(
+        3600.0,
+        group="Caches",
+        example="3600",
+        doc="Seconds before a file-info entry is refreshed (served stale while refreshing).",
+        check=_at_least(1),
+    )
+    # --- Logging
+    data_dir: Path = _setting(
+        Path("data"),
+        group="Logging",
+        example="/var/lib/streambot",
+        doc="Sessions, SQLite database and the generated link secret live here.",
+    )
+    log_dir: Path = _setting(
+        Path("logs"),
+        group="Logging",
+        example="/var/log/streambot",
+        doc="Log files, including the daily memory log.",
+    )
+    log_level: str = _setting(
+        "INFO", group="Logging", example="INFO", doc="Root log level.", check=_log_level
+    )
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        require_telegram: bool = True,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Given raw ``NAME=value`` strings, return validated settings or raise :class:`ConfigError`.
+
+        ``require_telegram=False`` is for the demo, which runs on the simulator and needs no credentials.
+        """
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in dataclasses.fields(cls):
+            name = f.name.upper()
+            meta = f.metadata
+            if f.name == "worker_tokens":
+                raw_value = _numbered(environ, "MULTI_TOKEN")
+                parsed: Any = tuple(raw_value)
+                for i, token in enumerate(parsed, 1):
+                    if _bot_token(token):
+                        problems.append(
+                            f"MULTI_TOKEN{i} is not a bot token from @BotFather, "
+                            f"e.g. MULTI_TOKEN{i}=123456789:AAExampleExampleExampleExampleExam"
+                        )
+                values[f.name] = parsed
+                continue
+            text = environ.get(name, "").strip()
+            if not text:
+                if meta["required"] and require_telegram:
+                    problems.append(f"{name} is required, e.g. {name}={meta['example']}")
+                continue
+            try:
+                parsed = _parse(hints[f.name], text)
+            except ValueError as exc:
+                shown = "" if meta["secret"] else f" (got {text!r})"
+                problems.append(f"{name} {exc}{shown}, e.g. {name}={meta['example']}")
+                continue
+            check: Check | None = meta["check"]
+            problem = check(parsed) if check else None
+            if problem:
+                shown = "" if meta["secret"] else f" (got {text!r})"
+                problems.append(f"{name} {problem}{shown}, e.g. {name}={meta['example']}")
+                continue
+            values[f.name] = parsed
+        if overrides:
+            values.update(overrides)
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    @classmethod
+    def load(
+        cls,
+        env_file: Path | None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        require_telegram: bool = True,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Read ``env_file`` (if it exists), put the process environment on top, validate."""
+        merged: dict[str, str] = {}
+        if env_file is not None:
+            if env_file.exists():
+                merged.update({k: v or "" for k, v in dotenv_values(env_file).items()})
+            elif env_file.name != "config.env":
+                raise ConfigError([f"--env-file {env_file} does not exist"])
+        merged.update(os.environ if environ is None else environ)
+        return cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
+
+    @property
+    def public_base_url(self) -> str:
+        base = self.base_url or f"http://{_display_host(self.bind_host)}:{self.port}"
+        return base.rstrip("/")
+
+    def __repr__(self) -> str:
+        # A settings object may end up in a traceback or a debug log: never show a secret there.
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            parts.append(f"{f.name}={'***' if f.metadata['secret'] and value else value!r}")
+        return f"Settings({', '.join(parts)})"
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _numbered(environ: Mapping[str, str], prefix: str) -> list[str]:
+    found = []
+    for key, value in environ.items():
+        m = re.fullmatch(prefix + r"(\d+)", key)
+        if m and value.strip():
+            found.append((int(m.group(1)), value.strip()))
+    return [v for _, v in sorted(found)]
+
+
+def _parse(kind: Any, text: str) -> Any:
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if kind is Path:
+        return Path(text).expanduser()
+    if kind == tuple[int, ...]:
+        try:
+            return tuple(int(p) for p in re.split(r"[,\s]+", text) if p)
+        except ValueError:
+            raise ValueError("must be a comma-separated list of integers") from None
+    return text
+
+
+def ensure_link_secret(settings: Settings) -> bytes:
+    """Return the link HMAC key: LINK_SECRET, else the one stored in DATA_DIR, else a new one.
+
+    A generated secret is written once (atomically, mode 0600) so links survive restarts.
+    Called at start-up, before the event loop runs.
+    """
+    if settings.link_secret:
+        return settings.link_secret.encode()
+    path = settings.data_dir / "link_secret"
+    if path.exists():
+        value = path.read_text().strip()
+        if len(value) >= 32:
+            return value.encode()
+    value = secrets.token_urlsafe(48)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, value.encode() + b"\n", mode=0o600)
+    return value.encode()
+
+
+def render_sample() -> str:
+    """The text of ``config.env.sample``: every setting, grouped, with its default and an example."""
+    lines = [
+        "# StreamBot configuration. Copy to config.env and fill in the Telegram group.",
+        "# Every line below shows the default; the process environment overrides this file.",
+        "",
+    ]
+    fields = dataclasses.fields(Settings)
+    for group in GROUPS:
+        members = [f for f in fields if f.metadata["group"] == group]
+        if not members:
+            continue
+        lines.append(f"# ===== {group} " + "=" * max(0, 60 - len(group)))
+        for f in members:
+            meta = f.metadata
+            lines.append(f"# {meta['doc']}")
+            if f.name == "worker_tokens":
+                lines.append(f"# example: {meta['example']}")
+                lines.append("# MULTI_TOKEN1=")
+                lines.append("")
+                continue
+            name = f.name.upper()
+            required = " (required)" if meta["required"] else ""
+            lines.append(f"# example: {name}={meta['example']}{required}")
+            default = "" if meta["required"] else _format_default(f.default)
+            lines.append(f"{name}={default}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _format_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

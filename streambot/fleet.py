@@ -1,0 +1,288 @@
+"""The fleet: the main bot plus download-only worker bots, their state, load and selection.
+
+Load is counted only through :meth:`Fleet.lease`, a context manager that releases the count on every
+exit path, so a stream that dies in any way can never leave a client looking busy forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyrogram
+from pyrogram.errors import RPCError
+
+log = logging.getLogger(__name__)
+
+
+class ClientState(enum.StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # failed a health check; out of the pool until restarted
+    RESTARTING = "restarting"
+    FAILED = "failed"  # gave up restarting
+    NO_ACCESS = "no_access"  # cannot read BIN_CHANNEL
+    STOPPED = "stopped"
+
+
+class FleetError(Exception):
+    """Base class of fleet errors."""
+
+
+class FleetStartError(FleetError):
+    """The main bot could not start; the application cannot run."""
+
+
+class NoClientAvailable(FleetError):
+    """No client can take a stream now; ``retry_after`` says when one may (None: unknown)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False, slots=True)
+class FleetClient:
+    """One Telegram bot of the fleet and what the application knows about it."""
+
+    name: str
+    client: pyrogram.Client
+    is_main: bool
+    state: ClientState = ClientState.STARTING
+    active_streams: int = 0
+    total_streams: int = 0
+    flood_until: float = 0.0
+    home_dc: int | None = None
+    username: str = ""
+    restarts: int = 0
+    last_error: str = ""
+    healthy_since: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"@{self.username}" if self.username else self.name
+
+
+def session_name(token: str, *, is_main: bool) -> str:
+    """A session file name from the bot id part of a token, never from the secret part.
+
+    Keyed by bot id so a changed token for another bot never reuses a stale session.
+    """
+    bot_id = token.split(":", 1)[0]
+    return f"{'main' if is_main else 'worker'}-{bot_id}"
+
+
+class Fleet:
+    """The set of clients, with selection by load and health."""
+
+    def __init__(
+        self, clients: Sequence[FleetClient], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not clients or not clients[0].is_main:
+            raise ValueError("the first fleet client must be the main bot")
+        self.clients = list(clients)
+        self._clock = clock
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        api_id: int,
+        api_hash: str,
+        bot_token: str,
+        worker_tokens: Sequence[str],
+        session_dir: Path,
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Fleet:
+        """Create (not start) a client per token; sessions persist in ``session_dir``."""
+        session_dir.mkdir(parents=True, exist_ok=True)
+        specs = [(bot_token, True)] + [(t, False) for t in worker_tokens]
+        clients = []
+        for token, is_main in specs:
+            name = session_name(token, is_main=is_main)
+            client = pyrogram.Client(
+                name,
+                api_id=api_id,
+                api_hash=api_hash,
+                bot_token=token,
+                workdir=str(session_dir),
+                no_updates=not is_main,  # workers only download; the main bot handles updates
+                workers=workers,
+                sleep_threshold=5,  # longer FloodWaits surface so the stream can move elsewhere
+            )
+            clients.append(FleetClient(name=name, client=client, is_main=is_main))
+        return cls(clients, clock=clock)
+
+    @property
+    def main(self) -> FleetClient:
+        return self.clients[0]
+
+    def by_name(self, name: str) -> FleetClient:
+        for fc in self.clients:
+            if fc.name == name:
+                return fc
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start_client(self, fc: FleetClient, *, channel_id: int, timeout: float) -> None:
+        """Start one client and check it can read the storage channel; sets its state."""
+        fc.state = ClientState.STARTING
+        try:
+            async with asyncio.timeout(timeout):
+                await fc.client.start()
+        except TimeoutError:
+            fc.state = ClientState.FAILED
+            fc.last_error = f"no answer from Telegram within {timeout:g}s"
+            raise FleetError(fc.last_error) from None
+        except (RPCError, OSError) as exc:
+            fc.state = ClientState.FAILED
+            fc.last_error = f"{type(exc).__name__}: {exc}"
+            raise FleetError(fc.last_error) from exc
+        me = fc.client.me
+        fc.username = (me.username or "") if me else ""
+        fc.home_dc = await fc.client.storage.dc_id()
+        try:
+            async with asyncio.timeout(timeout):
+                await fc.client.resolve_peer(channel_id)
+                await fc.client.get_messages(channel_id, 1)
+        except (RPCError, ValueError, KeyError, TimeoutError) as exc:
+            fc.state = ClientState.NO_ACCESS
+            fc.last_error = getattr(exc, "ID", None) or type(exc).__name__
+            log.error(
+                "bot %s cannot read the storage channel %s (%s): add %s as an admin of the "
+                "channel; it is left out of the fleet until then",
+                fc.label(),
+                channel_id,
+                fc.last_error,
+                fc.label(),
+            )
+            return
+        self.mark_healthy(fc)
+
+    async def start(
+        self, *, channel_id: int, timeout: float = 30.0, stagger: float = 1.0
+    ) -> list[FleetClient]:
+        """Start the main bot (it must work), then the workers one by one.
+
+        Logins are staggered because many simultaneous bot logins invite FloodWait on
+        ImportBotAuthorization. Returns the clients that were left out.
+        """
+        try:
+            await self.start_client(self.main, channel_id=channel_id, timeout=timeout)
+        except FleetError as exc:
+            raise FleetStartError(f"the main bot could not start: {exc}") from exc
+        if self.main.state is ClientState.NO_ACCESS:
+            raise FleetStartError(
+                f"the main bot {self.main.label()} cannot read BIN_CHANNEL {channel_id} "
+                f"({self.main.last_error}); add it as an admin of the channel"
+            )
+        for fc in self.clients[1:]:
+            if stagger:
+                await asyncio.sleep(stagger)
+            try:
+                await self.start_client(fc, channel_id=channel_id, timeout=timeout)
+            except FleetError as exc:
+                log.error("worker %s could not start: %s", fc.name, exc)
+        return [fc for fc in self.clients if fc.state is not ClientState.HEALTHY]
+
+    async def stop(self) -> None:
+        for fc in reversed(self.clients):
+            if fc.client.is_connected:
+                try:
+                    await fc.client.stop()
+                except (RPCError, OSError, ConnectionError) as exc:
+                    log.warning("stopping %s: %s", fc.name, exc)
+            fc.state = ClientState.STOPPED
+
+    # ------------------------------------------------------------------ health and load
+    def mark_healthy(self, fc: FleetClient) -> None:
+        if fc.state is not ClientState.HEALTHY:
+            fc.healthy_since = self._clock()
+        fc.state = ClientState.HEALTHY
+
+    def mark_unhealthy(self, fc: FleetClient, reason: str) -> None:
+        fc.state = ClientState.UNHEALTHY
+        fc.last_error = reason
+        fc.healthy_since = None
+
+    def cool_down(self, fc: FleetClient, seconds: float) -> None:
+        """Keep ``fc`` out of selection until a FloodWait of ``seconds`` has passed."""
+        fc.flood_until = max(fc.flood_until, self._clock() + seconds)
+
+    def in_cooldown(self, fc: FleetClient) -> bool:
+        return fc.flood_until > self._clock()
+
+    def available(self) -> list[FleetClient]:
+        return [
+            fc
+            for fc in self.clients
+            if fc.state is ClientState.HEALTHY and not self.in_cooldown(fc)
+        ]
+
+    def healthy_count(self) -> int:
+        return sum(1 for fc in self.clients if fc.state is ClientState.HEALTHY)
+
+    def pick(self, *, dc_id: int | None = None, exclude: Sequence[FleetClient] = ()) -> FleetClient:
+        """The client for a new stream: fewest active streams; ties go to the file's home DC."""
+        candidates = [fc for fc in self.available() if fc not in exclude]
+        if not candidates:
+            waits = [
+                fc.flood_until - self._clock()
+                for fc in self.clients
+                if fc.state is ClientState.HEALTHY and fc not in exclude
+            ]
+            retry = max(0.0, min(waits)) if waits else None
+            raise NoClientAvailable("no Telegram client is available right now", retry)
+        return min(
+            candidates,
+            key=lambda fc: (fc.active_streams, fc.home_dc != dc_id, self.clients.index(fc)),
+        )
+
+    def acquire(
+        self, *, dc_id: int | None = None, exclude: Sequence[FleetClient] = ()
+    ) -> FleetClient:
+        """Pick a client and count one active stream on it; pair with :meth:`release`."""
+        fc = self.pick(dc_id=dc_id, exclude=exclude)
+        fc.active_streams += 1
+        fc.total_streams += 1
+        return fc
+
+    def release(self, fc: FleetClient) -> None:
+        fc.active_streams -= 1
+
+    @contextlib.contextmanager
+    def lease(
+        self, *, dc_id: int | None = None, exclude: Sequence[FleetClient] = ()
+    ) -> Iterator[FleetClient]:
+        """Hold one active stream on a picked client for the duration of the block."""
+        fc = self.acquire(dc_id=dc_id, exclude=exclude)
+        try:
+            yield fc
+        finally:
+            self.release(fc)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [
+            {
+                "name": fc.name,
+                "bot": fc.label(),
+                "role": "main" if fc.is_main else "worker",
+                "state": str(fc.state),
+                "active_streams": fc.active_streams,
+                "total_streams": fc.total_streams,
+                "home_dc": fc.home_dc,
+                "flood_wait_remaining": round(max(0.0, fc.flood_until - now), 1),
+                "restarts": fc.restarts,
+                "last_error": fc.last_error,
+            }
+            for fc in self.clients
+        ]

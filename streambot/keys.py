@@ -1,0 +1,44 @@
+"""Typed keys of the aiohttp application: how handlers reach the objects ``app.py`` built."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from streambot.catalog import Catalog
+    from streambot.config import Settings
+    from streambot.fleet import Fleet
+    from streambot.metrics import Metrics
+    from streambot.streamer import Streamer
+    from utils.stream_cleanup import StreamRegistry
+
+SETTINGS = web.AppKey("settings", "Settings")
+LINK_SECRET = web.AppKey("link_secret", bytes)
+FLEET = web.AppKey("fleet", "Fleet")
+CATALOG = web.AppKey("catalog", "Catalog")
+STREAMER = web.AppKey("streamer", "Streamer")
+REGISTRY = web.AppKey("registry", "StreamRegistry")
+METRICS = web.AppKey("metrics", "Metrics")
+#: Admission checks run before a download starts (memory pressure, quotas); each may raise.
+ADMISSION = web.AppKey("admission", list[Any])
+STARTED_AT = web.AppKey("started_at", float)
+
+__all__ = [
+    "ADMISSION",
+    "CATALOG",
+    "FLEET",
+    "LINK_SECRET",
+    "METRICS",
+    "REGISTRY",
+    "SETTINGS",
+    "STARTED_AT",
+    "STREAMER",
+    "Catalog",
+    "Fleet",
+    "Metrics",
+    "Settings",
+    "StreamRegistry",
+    "Streamer",
+]

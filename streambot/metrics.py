@@ -1,0 +1,51 @@
+"""Prometheus metrics of one application instance (its own registry, so tests can run many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.active_streams = Gauge(
+            "streambot_active_streams",
+            "Responses currently streaming bytes.",
+            registry=self.registry,
+        )
+        self.bytes_sent = Counter(
+            "streambot_bytes_sent", "Body bytes written to HTTP clients.", registry=self.registry
+        )
+        self.telegram_requests = Counter(
+            "streambot_telegram_requests",
+            "Requests sent to Telegram, by method and fleet client.",
+            ["method", "client"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "streambot_errors", "Errors by kind.", ["kind"], registry=self.registry
+        )
+        self.request_latency = Histogram(
+            "streambot_request_latency_seconds",
+            "Time to response headers of download requests, by route and status.",
+            ["route", "status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def track_active_streams(self, count: Callable[[], int]) -> None:
+        self.active_streams.set_function(lambda: float(count()))
+
+    def count_request(self, method: str, client: str) -> None:
+        self.telegram_requests.labels(method=method, client=client).inc()
+
+    def count_error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

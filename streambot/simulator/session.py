@@ -1,0 +1,64 @@
+"""The one seam between pyrogram and the simulator: a real ``Session`` whose transport is in-process.
+
+Only ``start``, ``stop`` and ``send`` are replaced. ``Session.invoke`` (FloodWait sleeping, retries on
+network errors), ``Client.invoke``, ``get_session`` and the dispatcher stay the library's own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pyrogram.client
+from pyrogram.session import Session
+
+from streambot.simulator.telegram import SimulatedTelegram
+
+
+class SimSession(Session):
+    """pyrogram Session answered by a :class:`SimulatedTelegram` instead of a TCP connection."""
+
+    telegram: ClassVar[SimulatedTelegram]
+
+    async def start(self) -> None:
+        self.telegram.attach(self)
+        self.is_started.set()
+
+    async def stop(self) -> None:
+        self.is_started.clear()
+        self.telegram.detach(self)
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def send(self, data: Any, wait_response: bool = True, timeout: float = 0) -> Any:
+        return await self.telegram.handle(self, data)
+
+
+class SimAuth:
+    """Replaces the DH key exchange: a random key, as if Telegram had agreed to it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def create(self) -> bytes:
+        return os.urandom(256)
+
+
+@contextlib.contextmanager
+def offline(telegram: SimulatedTelegram) -> Iterator[SimulatedTelegram]:
+    """Route every pyrogram client created inside this block to ``telegram``.
+
+    pyrogram builds sessions through the module-level names ``Session`` and ``Auth`` in
+    ``pyrogram.client``; swapping those two names is the whole installation.
+    """
+    bound = type("BoundSimSession", (SimSession,), {"telegram": telegram})
+    saved = pyrogram.client.Session, pyrogram.client.Auth
+    pyrogram.client.Session, pyrogram.client.Auth = bound, SimAuth  # type: ignore[misc]
+    try:
+        yield telegram
+    finally:
+        pyrogram.client.Session, pyrogram.client.Auth = saved  # type: ignore[misc]

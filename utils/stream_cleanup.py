@@ -1,0 +1,150 @@
+"""The tracked-stream registry: every response that is streaming bytes, shared by web server and bot.
+
+A stream is registered by :meth:`StreamRegistry.track`, an async context manager, and removed on
+every exit: completion, error, client disconnect, cancellation. The registry holds the task that
+serves each stream, so a sweep can *stop* a stalled stream (cancel it), not just forget it, and
+shutdown can cut the remaining streams after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class RegistryFull(Exception):
+    """The configured maximum of concurrent streams is reached."""
+
+
+@dataclass(eq=False, slots=True)
+class TrackedStream:
+    id: int
+    message_id: int
+    file_name: str
+    start: int
+    end: int
+    remote: str
+    started: float
+    last_progress: float
+    task: asyncio.Task[Any] | None
+    client: str = ""
+    bytes_sent: int = 0
+    cancelled_by_sweep: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class StreamRegistry:
+    """Live streams by id, bounded by ``limit``; time comes from an injectable clock."""
+
+    def __init__(self, *, limit: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._streams: dict[int, TrackedStream] = {}
+        self._ids = itertools.count(1)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.completed = 0
+        self.swept = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def streams(self) -> list[TrackedStream]:
+        return list(self._streams.values())
+
+    @contextlib.asynccontextmanager
+    async def track(
+        self, *, message_id: int, file_name: str, start: int, end: int, remote: str
+    ) -> AsyncIterator[TrackedStream]:
+        """Register the current task's stream for the duration of the block."""
+        if len(self._streams) >= self.limit:
+            raise RegistryFull(f"{self.limit} streams are already running")
+        now = self._clock()
+        stream = TrackedStream(
+            id=next(self._ids),
+            message_id=message_id,
+            file_name=file_name,
+            start=start,
+            end=end,
+            remote=remote,
+            started=now,
+            last_progress=now,
+            task=asyncio.current_task(),
+        )
+        self._streams[stream.id] = stream
+        self._idle.clear()
+        try:
+            yield stream
+        finally:
+            del self._streams[stream.id]
+            self.completed += 1
+            if not self._streams:
+                self._idle.set()
+
+    def progress(self, stream: TrackedStream, sent: int) -> None:
+        stream.bytes_sent += sent
+        stream.last_progress = self._clock()
+
+    def sweep(self, stale_after: float) -> int:
+        """Cancel streams without progress for ``stale_after`` seconds; returns how many.
+
+        Cancelling the serving task runs its context managers, which unregister the stream and
+        cancel its in-flight Telegram requests.
+        """
+        limit = self._clock() - stale_after
+        stale = [s for s in self._streams.values() if s.last_progress < limit]
+        for stream in stale:
+            stream.cancelled_by_sweep = True
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        if stale:
+            self.swept += len(stale)
+            log.info("sweep cancelled %d stalled stream(s)", len(stale))
+        return len(stale)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every stream to end; True if they did."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel_all(self, timeout: float = 5.0) -> int:
+        """Cut every remaining stream (shutdown) and wait for them to unwind."""
+        tasks = [s.task for s in self._streams.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await self.wait_idle(timeout)
+        return len(tasks)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [
+            {
+                "id": s.id,
+                "message_id": s.message_id,
+                "file": s.file_name,
+                "range": f"{s.start}-{s.end}",
+                "client": s.client,
+                "bytes_sent": s.bytes_sent,
+                "age_seconds": round(now - s.started, 1),
+                "idle_seconds": round(now - s.last_progress, 1),
+                "remote": s.remote,
+            }
+            for s in self._streams.values()
+        ]
