@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +27,19 @@ from streambot.bot.handlers import BotContext
 from streambot.config import Settings, ensure_link_secret
 from streambot.simulator import (
     DiskContent,
-    SimBot,
     SimFile,
     SimulatedTelegram,
-    SimUser,
     SyntheticContent,
 )
-from streambot.simulator.telegram import MediaKind
+from streambot.simulator.world import World, build_world, kind_for, world_settings
 
 log = logging.getLogger(__name__)
 
-DEMO_ADMIN_ID = 100_001
 SAMPLE_FILES = (
     ("sample-video.mp4", "video/mp4", 24 * 1024 * 1024 + 12345),
     ("sample-archive.zip", "application/zip", 3 * 1024 * 1024),
     ("sample-notes.txt", "text/plain", 4096 + 17),
 )
-
-
-@dataclass(slots=True)
-class DemoWorld:
-    telegram: SimulatedTelegram
-    main_bot: SimBot
-    workers: list[SimBot]
-    admin: SimUser
-    channel_id: int
-
-
-def kind_for(mime: str) -> MediaKind:
-    if mime.startswith("video/"):
-        return "video"
-    if mime.startswith("audio/"):
-        return "audio"
-    return "document"
-
-
-def build_world(*, workers: int, rtt: float) -> DemoWorld:
-    telegram = SimulatedTelegram(rtt=rtt)
-    main_bot = telegram.add_bot("streambot_demo_bot")
-    worker_bots = [telegram.add_bot(f"streambot_worker{i}_bot") for i in range(1, workers + 1)]
-    channel = telegram.add_channel("StreamBot storage", members=[main_bot, *worker_bots])
-    admin = telegram.add_user("Admin", user_id=DEMO_ADMIN_ID)
-    return DemoWorld(telegram, main_bot, worker_bots, admin, channel.chat_id)
 
 
 def disk_file(telegram: SimulatedTelegram, path: Path) -> SimFile:
@@ -79,32 +49,9 @@ def disk_file(telegram: SimulatedTelegram, path: Path) -> SimFile:
     )
 
 
-def demo_settings(
-    base: Settings, world: DemoWorld, host: str, port: int, data_dir: Path
-) -> Settings:
-    """The operator's settings with the Telegram group replaced by the simulator's world."""
-    base_url = (
-        base.base_url or f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
-    )
-    return replace(
-        base,
-        api_id=1,
-        api_hash="0" * 32,
-        bot_token=world.main_bot.token,
-        worker_tokens=tuple(b.token for b in world.workers),
-        bin_channel=world.channel_id,
-        bind_host=host,
-        port=port,
-        base_url=base_url,
-        admins=tuple(sorted({*base.admins, DEMO_ADMIN_ID})),
-        data_dir=data_dir,
-        login_stagger_seconds=0.0,
-    )
-
-
-def post_files(world: DemoWorld, ctx: BotContext, paths: Sequence[Path]) -> list[dict[str, Any]]:
+def post_files(world: World, ctx: BotContext, paths: Sequence[Path]) -> list[dict[str, Any]]:
     telegram = world.telegram
-    channel = telegram.channels[-world.channel_id - 1_000_000_000_000]
+    channel = world.channel
     entries = []
     if paths:
         files = [(p, disk_file(telegram, DiskContent.of(p))) for p in paths]
@@ -136,7 +83,7 @@ def post_files(world: DemoWorld, ctx: BotContext, paths: Sequence[Path]) -> list
 class AdminChat:
     """Standard input as the demo admin's private chat with the bot; replies go to stdout."""
 
-    def __init__(self, world: DemoWorld) -> None:
+    def __init__(self, world: World) -> None:
         self.world = world
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=100)
 
@@ -192,7 +139,7 @@ async def run_demo(
     world = build_world(workers=workers, rtt=rtt_ms / 1000)
     with tempfile.TemporaryDirectory(prefix="streambot-demo-") as tmp:
         data_dir = base.data_dir if base.data_dir != Path("data") else Path(tmp)
-        settings = demo_settings(base, world, host, port, data_dir)
+        settings = world_settings(base, world, host=host, port=port, data_dir=data_dir)
         secret = ensure_link_secret(settings)
         app = await create_app(settings, link_secret=secret, simulator=world.telegram)
         runner = web.AppRunner(

@@ -1,0 +1,66 @@
+"""Shared fixtures: a simulated Telegram world and the real application running on it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from streambot import links
+from streambot.app import SERVICES, Services, create_app
+from streambot.config import Settings
+from streambot.simulator.world import World, build_world, world_settings
+
+LINK_SECRET = b"test-link-secret-0123456789abcdef"
+
+
+@dataclasses.dataclass
+class Running:
+    """The real application, started on the simulator, with an HTTP client pointed at it."""
+
+    app: web.Application
+    client: TestClient
+    world: World
+    settings: Settings
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def dl_path(self, message_id: int, name: str = "file", expires_at: int | None = None) -> str:
+        token = links.sign(links.LinkClaims(message_id, expires_at), LINK_SECRET)
+        return links.link_paths(token, name)[0]
+
+
+StartApp = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+def world() -> World:
+    return build_world(workers=0)
+
+
+@pytest.fixture
+async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
+    """Start the application on a world; keyword arguments override settings."""
+    running: list[Running] = []
+
+    async def start(world: World, **overrides: Any) -> Running:
+        data_dir = tmp_path / f"data{len(running)}"
+        settings = world_settings(Settings(), world, data_dir=data_dir)
+        settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
+        app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        r = Running(app, client, world, settings)
+        running.append(r)
+        return r
+
+    yield start
+    for r in reversed(running):
+        await r.client.close()
