@@ -21,13 +21,17 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from routes import api, download
+from routes import api, download, player
 from streambot import keys
+from streambot.bandwidth import Bandwidth, Quotas
 from streambot.blocks import MIB
 from streambot.bot.handlers import BotContext, BotHandlers, human_size
+from streambot.bot.notify import AdminNotifier
+from streambot.bot.ratelimit import LinkRateLimiter
 from streambot.catalog import Catalog
 from streambot.config import Settings
-from streambot.fleet import Fleet
+from streambot.fleet import ClientState, Fleet
+from streambot.guard import LinkGuard
 from streambot.metrics import Metrics
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.store import Store
@@ -52,6 +56,9 @@ class Services:
     metrics: Metrics
     bot: BotHandlers
     store: Store | None = None
+    bandwidth: Bandwidth | None = None
+    guard: LinkGuard | None = None
+    notify: AdminNotifier | None = None  # type: ignore[assignment]
     simulator: SimulatedTelegram | None = None
     started_at: float = field(default_factory=time.time)
     on_ready: list[Callable[[], Any]] = field(default_factory=list)
@@ -113,10 +120,13 @@ async def create_app(
                 link_secret=link_secret,
                 admins=frozenset(settings.admins),
                 allowed_users=frozenset(settings.allowed_users),
+                limiter=LinkRateLimiter(settings.links_per_user_per_hour),
+                link_ttl_seconds=round(settings.link_ttl_hours * 3600),
             )
         ),
         simulator=simulator,
     )
+    services.notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
     services.bot.ctx.memory_report = lambda: basic_memory_report(services)
     services.bot.ctx.stats_report = lambda: basic_memory_report(services)
 
@@ -135,10 +145,12 @@ async def create_app(
         app.cleanup_ctx.append(_simulator_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_fleet_ctx)
+    app.cleanup_ctx.append(_bandwidth_ctx)
     app.cleanup_ctx.append(_streams_ctx)
     app.cleanup_ctx.append(_bot_ctx)
     app.on_shutdown.append(_on_shutdown)
     download.add_routes(app)
+    player.add_routes(app)
     api.add_routes(app)
     return app
 
@@ -177,6 +189,44 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
         await services.fleet.stop()
 
 
+async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Accounting, quotas and revocation; after the streams stop, the last counters are flushed."""
+    services = app[SERVICES]
+    settings = services.settings
+    assert services.store is not None
+    bandwidth = Bandwidth(
+        services.store,
+        Quotas.from_gb(
+            settings.bandwidth_daily_limit_gb,
+            settings.bandwidth_monthly_limit_gb,
+            settings.user_daily_limit_gb,
+        ),
+        flush_seconds=settings.bandwidth_flush_seconds,
+        pending_limit=settings.bandwidth_pending_limit,
+    )
+    guard = LinkGuard(services.store, bandwidth)
+    services.bandwidth, services.guard = bandwidth, guard
+    services.bot.ctx.store, services.bot.ctx.bandwidth, services.bot.ctx.guard = (
+        services.store,
+        bandwidth,
+        guard,
+    )
+
+    async def admit(request: web.Request, claims: Any, info: Any) -> None:
+        await guard.check(claims.message_id)
+
+    def count(stream: Any, sent: int) -> None:
+        bandwidth.count(stream.message_id, guard.owner_of(stream.message_id), sent)
+
+    app[keys.ADMISSION].append(admit)
+    services.registry.listeners.append(count)
+    bandwidth.start()
+    try:
+        yield
+    finally:
+        await bandwidth.stop()
+
+
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     try:
@@ -189,6 +239,13 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     services.bot.register(services.fleet.main.client)
+    left_out = [fc for fc in services.fleet.clients if fc.state is ClientState.NO_ACCESS]
+    if left_out:
+        names = ", ".join(fc.label() for fc in left_out)
+        await services.notify(
+            f"Left out of the fleet: {names} cannot read the storage channel. "
+            "Add each as an admin of the channel and restart."
+        )
     for callback in services.on_ready:
         callback()
     yield

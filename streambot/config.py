@@ -184,7 +184,21 @@ class Settings:
         doc="HMAC key of link tokens. Empty: generated once into DATA_DIR/link_secret (0600).",
         check=_link_secret,
     )
+    link_ttl_hours: float = _setting(
+        0.0,
+        group="Links",
+        example="72",
+        doc="Lifetime of new links in hours; 0 = links never expire.",
+        check=_at_least(0),
+    )
     # --- Access
+    links_per_user_per_hour: int = _setting(
+        30,
+        group="Access",
+        example="30",
+        doc="Links one user may create per hour (admins are exempt); 0 = unlimited.",
+        check=_at_least(0),
+    )
     admins: tuple[int, ...] = _setting(
         (),
         group="Access",
@@ -300,6 +314,49 @@ class Settings:
         group="Caches",
         example="3600",
         doc="Seconds before a file-info entry is refreshed (served stale while refreshing).",
+        check=_at_least(1),
+    )
+    # --- Bandwidth
+    bandwidth_daily_limit_gb: float = _setting(
+        0.0,
+        group="Bandwidth",
+        example="50",
+        doc="Bytes the whole service may send per UTC day, in GB (10^9); 0 = unlimited.",
+        check=_at_least(0),
+    )
+    bandwidth_monthly_limit_gb: float = _setting(
+        0.0,
+        group="Bandwidth",
+        example="1000",
+        doc="Bytes the whole service may send per UTC month, in GB; 0 = unlimited.",
+        check=_at_least(0),
+    )
+    user_daily_limit_gb: float = _setting(
+        0.0,
+        group="Bandwidth",
+        example="5",
+        doc="Bytes downloaded per UTC day from one owner's files, in GB; 0 = unlimited.",
+        check=_at_least(0),
+    )
+    bandwidth_flush_seconds: float = _setting(
+        10.0,
+        group="Bandwidth",
+        example="10",
+        doc="Byte counters are written to the database this often (a crash loses at most this).",
+        check=_at_least(0.1),
+    )
+    bandwidth_pending_limit: int = _setting(
+        10000,
+        group="Bandwidth",
+        example="10000",
+        doc="Distinct counters held in memory between flushes; more trigger an early flush.",
+        check=_at_least(10),
+    )
+    bandwidth_keep_days: int = _setting(
+        90,
+        group="Bandwidth",
+        example="90",
+        doc="Bandwidth records older than this many days are deleted by the daily cleanup.",
         check=_at_least(1),
     )
     # --- Logging

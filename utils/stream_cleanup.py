@@ -57,6 +57,8 @@ class StreamRegistry:
         self._idle.set()
         self.completed = 0
         self.swept = 0
+        #: Called with (stream, bytes) for every chunk written (bandwidth accounting listens here).
+        self.listeners: list[Callable[[TrackedStream, int], None]] = []
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -96,6 +98,8 @@ class StreamRegistry:
     def progress(self, stream: TrackedStream, sent: int) -> None:
         stream.bytes_sent += sent
         stream.last_progress = self._clock()
+        for listener in self.listeners:
+            listener(stream, sent)
 
     def sweep(self, stale_after: float) -> int:
         """Cancel streams without progress for ``stale_after`` seconds; returns how many.

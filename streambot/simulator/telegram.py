@@ -265,12 +265,19 @@ class SimulatedTelegram:
         self.faults: list[Fault] = []
         self.counts: Counter[tuple[str, str]] = Counter()  # (method, client name)
         self.calls: deque[Call] = deque(maxlen=call_log_limit)
+        # Requests being answered right now, and the most ever at once, by method: how tests
+        # see that a streamer really keeps N GetFile requests in flight.
+        self.inflight: Counter[str] = Counter()
+        self.max_inflight: Counter[str] = Counter()
         self.sent: deque[SentMessage] = deque(maxlen=sent_log_limit)
         self._sessions: set[SimSession] = set()
         self._ids = itertools.count(1)
         self._pts = itertools.count(2)
         self._sent_event = asyncio.Event()
         self._callback_answers: deque[tuple[int, str]] = deque(maxlen=1000)
+        self._seen: set[tuple[int, int]] = set()  # (bot id, user id): users who wrote to a bot
+        # Messages bots sent in private chats, for messages.GetMessages (bounded like `sent`).
+        self._private_sent: dict[int, tuple[SimUser, SimBot, Any]] = {}
 
     # ------------------------------------------------------------------ scenario building
     def add_bot(
@@ -384,6 +391,7 @@ class SimulatedTelegram:
     ) -> int:
         """Deliver a private message from ``user`` to ``bot`` as a real update; returns its id."""
         key = (user.user_id, bot.bot_id)
+        self._seen.add((bot.bot_id, user.user_id))
         msg_id = self._next_private_id(key)
         self.messages[(self._private_key(key), msg_id)] = SimMessage(
             msg_id, int(time.time()), file.media_id if file else None, text
@@ -489,15 +497,22 @@ class SimulatedTelegram:
         )
         if bot is not None and bot.offline:
             raise ConnectionResetError("simulated network failure")
-        if self.rtt:
-            await asyncio.sleep(self.rtt)
-        self._apply_faults(name, bot, query)
-        handler: Callable[..., Any] | None = getattr(self, "on_" + name.replace(".", "_"), None)
-        if handler is None:
-            self._err(query, 400, "METHOD_NOT_SIMULATED")
-        result = handler(session, bot, query)
-        if asyncio.iscoroutine(result):
-            result = await result
+        self.inflight[name] += 1
+        self.max_inflight[name] = max(self.max_inflight[name], self.inflight[name])
+        try:
+            if self.rtt:
+                await asyncio.sleep(self.rtt)
+            self._apply_faults(name, bot, query)
+            handler: Callable[..., Any] | None = getattr(self, "on_" + name.replace(".", "_"), None)
+            if handler is None:
+                self._err(query, 400, "METHOD_NOT_SIMULATED")
+            result = handler(session, bot, query)
+            if asyncio.iscoroutine(result):
+                result = await result
+        finally:
+            self.inflight[name] -= 1
+        if isinstance(result, bool):
+            return result
         if isinstance(result, list):
             return [wire(item) for item in result]
         if isinstance(result, raw.types.upload.File):
@@ -593,7 +608,17 @@ class SimulatedTelegram:
 
     def on_users_GetUsers(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         bot = self._require_bot(bot, q)
-        return [bot.raw_user()]
+        out: list[Any] = []
+        for item in q.id:
+            user_id = getattr(item, "user_id", None)
+            if user_id is None or user_id == bot.bot_id:
+                out.append(bot.raw_user())
+            elif (bot.bot_id, user_id) in self._seen and user_id in self.users:
+                # Like Telegram, a bot can only look up users who have talked to it.
+                out.append(self.users[user_id].raw_user())
+            else:
+                out.append(raw.types.UserEmpty(id=user_id))
+        return out
 
     def on_users_GetFullUser(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         bot = self._require_bot(bot, q)
@@ -673,6 +698,22 @@ class SimulatedTelegram:
             users=[],
         )
 
+    def on_messages_GetMessages(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
+        bot = self._require_bot(bot, q)
+        out: list[Any] = []
+        users: dict[int, Any] = {bot.bot_id: bot.raw_user()}
+        for item in q.id:
+            found = self._private_sent.get(getattr(item, "id", 0))
+            if found is None or found[1] is not bot:
+                out.append(raw.types.MessageEmpty(id=getattr(item, "id", 0)))
+                continue
+            user, _, raw_msg = found
+            users[user.user_id] = user.raw_user()
+            out.append(raw_msg)
+        return raw.types.messages.Messages(
+            messages=out, topics=[], chats=[], users=list(users.values())
+        )
+
     def _check_reference(
         self, bot: SimBot, media_id: int, access_hash: int, ref: bytes, q: Any
     ) -> SimFile:
@@ -747,6 +788,9 @@ class SimulatedTelegram:
             message=text,
             media=self.files[media_id].raw_media(bot.bot_id) if media_id else None,
         )
+        self._private_sent[msg_id] = (user, bot, raw_msg)
+        while len(self._private_sent) > self.sent.maxlen:  # type: ignore[operator]
+            self._private_sent.pop(next(iter(self._private_sent)))
         update = (
             raw.types.UpdateEditMessage(message=raw_msg, pts=next(self._pts), pts_count=1)
             if edit_id

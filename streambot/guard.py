@@ -1,0 +1,74 @@
+"""The link guard: before a download starts, is the file revoked, and is its owner over quota?
+
+Revocations live in the shared store so every node that shares it honours them. Each node caches
+what it learned per message for ``ttl`` seconds (default 1 s), which bounds how long a revoked link
+keeps working anywhere to that TTL while costing at most one small query per file per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streambot.bandwidth import Bandwidth
+from streambot.errors import LinkRevoked
+from streambot.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    owner_id: int | None
+    revoked: bool
+
+
+class LinkGuard:
+    """Admission check for downloads plus the owner lookup bandwidth accounting needs."""
+
+    def __init__(
+        self,
+        store: Store,
+        bandwidth: Bandwidth,
+        *,
+        ttl: float = 1.0,
+        limit: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._bandwidth = bandwidth
+        self._ttl = ttl
+        self._limit = limit
+        self._clock = clock
+        self._facts: OrderedDict[int, tuple[float, FileFacts]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    async def facts(self, message_id: int) -> FileFacts:
+        now = self._clock()
+        cached = self._facts.get(message_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        stored = await self._store.file_by_message(message_id)
+        revoked = await self._store.is_revoked(message_id)
+        facts = FileFacts(stored.owner_id if stored else None, revoked)
+        self._facts[message_id] = (now, facts)
+        self._facts.move_to_end(message_id)
+        while len(self._facts) > self._limit:
+            self._facts.popitem(last=False)
+        return facts
+
+    def owner_of(self, message_id: int) -> int | None:
+        """The owner as last looked up (downloads always look it up before streaming)."""
+        cached = self._facts.get(message_id)
+        return cached[1].owner_id if cached else None
+
+    def forget(self, message_id: int) -> None:
+        self._facts.pop(message_id, None)
+
+    async def check(self, message_id: int) -> None:
+        facts = await self.facts(message_id)
+        if facts.revoked:
+            raise LinkRevoked(f"message {message_id} was revoked")
+        await self._bandwidth.check(facts.owner_id)
