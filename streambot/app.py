@@ -164,7 +164,7 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    services.store = await Store.open(services.settings.data_dir / "streambot.sqlite3")
+    services.store = await Store.open(services.settings.database_file)
     try:
         yield
     finally:

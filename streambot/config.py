@@ -366,6 +366,12 @@ class Settings:
         example="/var/lib/streambot",
         doc="Sessions, SQLite database and the generated link secret live here.",
     )
+    database_path: str = _setting(
+        "",
+        group="Logging",
+        example="/srv/shared/streambot.sqlite3",
+        doc="SQLite database; empty = DATA_DIR/streambot.sqlite3. Nodes sharing it share bans, files and revocations.",
+    )
     log_dir: Path = _setting(
         Path("logs"),
         group="Logging",
@@ -448,6 +454,12 @@ class Settings:
                 raise ConfigError([f"--env-file {env_file} does not exist"])
         merged.update(os.environ if environ is None else environ)
         return cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
+
+    @property
+    def database_file(self) -> Path:
+        return (
+            Path(self.database_path) if self.database_path else self.data_dir / "streambot.sqlite3"
+        )
 
     @property
     def public_base_url(self) -> str:

@@ -1,0 +1,312 @@
+"""Bandwidth accounting, batching, quotas with period roll-over, cleanup, and revocation across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from streambot.bandwidth import Bandwidth, Quotas, seconds_until_next_day
+from streambot.errors import ServiceBusy
+from streambot.simulator import SyntheticContent
+from streambot.simulator.world import build_world
+from streambot.store import Store, StoredFile
+
+from .conftest import Running, StartApp
+
+DAY = 86_400.0
+T0 = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()  # one hour before a month ends
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def own(app: Running, message_id: int, owner: int, size: int) -> None:
+    """Record ``owner`` as the owner of a stored message, as the bot does when it copies a file."""
+    store = app.services.store
+    assert store is not None
+    await store.add_file(
+        StoredFile(owner, message_id, f"u{message_id}", "f.bin", size, "application/x", time.time())
+    )
+
+
+async def totals(app: Running) -> tuple[int, Store]:
+    bw = app.services.bandwidth
+    assert bw is not None
+    await bw.flush()
+    store = app.services.store
+    assert store is not None
+    today = datetime.now(UTC).date().isoformat()
+    return await store.bandwidth_total("global", "", today, today), store
+
+
+async def test_accounting_equals_bytes_received(world, start_app: StartApp) -> None:
+    """Concurrent full and ranged downloads are counted exactly, per service, owner and file."""
+    size = 300_000
+    _, m1 = world.store(SyntheticContent(size, seed=1), name="a.bin")
+    _, m2 = world.store(SyntheticContent(size, seed=2), name="b.bin")
+    app = await start_app(world, stream_block_size_kib=16)
+    await own(app, m1, 42, size)
+    ranges = [None, "bytes=0-0", "bytes=1000-99999", "bytes=-5000", "bytes=0-9,20-29"]
+    received = 0
+
+    async def fetch(path: str, header: str | None) -> int:
+        headers = {"Range": header} if header else {}
+        resp = await app.client.get(path, headers=headers)
+        return len(await resp.read())
+
+    jobs = [fetch(app.dl_path(m, "x"), r) for m in (m1, m2) for r in ranges for _ in range(3)]
+    received = sum(await asyncio.gather(*jobs))
+    total, store = await totals(app)
+    per_file = {
+        m: await store.bandwidth_total("file", str(m), "2000-01-01", "9999-12-31") for m in (m1, m2)
+    }
+    owner = await store.bandwidth_total("owner", "42", "2000-01-01", "9999-12-31")
+    # Multipart framing bytes are HTTP overhead, not file bytes: count only file bytes.
+    framing = received - (per_file[m1] + per_file[m2])
+    assert total == per_file[m1] + per_file[m2]
+    assert owner == per_file[m1]
+    assert per_file[m1] == per_file[m2]
+    assert 0 <= framing < 2000
+
+
+async def test_aborted_downloads_are_counted_once(world, start_app: StartApp) -> None:
+    """Bytes of aborted downloads are counted once: accounting equals what the registry saw sent."""
+    _, msg = world.store(SyntheticContent(4 * 1024 * 1024, seed=3), name="big.bin")
+    app = await start_app(world, stream_block_size_kib=16, stream_prefetch=2)
+    url = app.client.make_url(app.dl_path(msg, "big.bin"))
+    received = 0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            resp = await session.get(url)
+            received += len(await resp.content.readexactly(50_000))
+            resp.close()
+    registry = app.services.registry
+    assert await registry.wait_idle(5)
+    total, _ = await totals(app)
+    sent = int(app.services.metrics.bytes_sent._value.get())
+    assert total == sent
+    assert total >= received
+
+
+async def test_flush_is_one_transaction_per_batch(world, start_app: StartApp) -> None:
+    """Hundreds of chunks become one write transaction per flush, not one per chunk."""
+    _, msg = world.store(SyntheticContent(400_000, seed=4), name="c.bin")
+    app = await start_app(world, stream_block_size_kib=4)
+    store = app.services.store
+    bw = app.services.bandwidth
+    assert store is not None
+    assert bw is not None
+    await bw.flush()
+    before = store.transactions
+    for _ in range(3):
+        resp = await app.client.get(app.dl_path(msg))
+        assert len(await resp.read()) == 400_000
+    await bw.flush()
+    assert store.transactions == before + 1
+
+
+async def test_quota_boundary_and_rollover(tmp_path: Path) -> None:
+    """Over a limit a new download is refused until the UTC day or month rolls over."""
+    clock = Clock(T0)
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        bw = Bandwidth(store, Quotas(daily=0, monthly=10_000, per_owner_daily=1000), clock=clock)
+        bw.count(1, 7, 999)
+        await bw.check(7)  # 999 < 1000: still allowed
+        bw.count(1, 7, 1)
+        with pytest.raises(ServiceBusy) as owner_err:
+            await bw.check(7)
+        assert owner_err.value.status == 429
+        assert owner_err.value.retry_after == pytest.approx(3600)
+        await bw.check(8)  # other owners are unaffected
+        bw.count(2, 8, 9000)
+        await bw.flush()
+        with pytest.raises(ServiceBusy) as global_err:
+            await bw.check(None)
+        assert global_err.value.status == 503
+        assert global_err.value.retry_after == pytest.approx(3600)
+        clock.now += 3601  # April 1st: new day and new month
+        await bw.check(7)
+        await bw.check(None)
+        assert seconds_until_next_day(clock.now) == pytest.approx(DAY - 1)
+    finally:
+        await store.close()
+
+
+async def test_quota_answers_over_http(world, start_app: StartApp) -> None:
+    """A download over the owner's daily limit gets 429 with Retry-After; a global one 503."""
+    _, msg = world.store(SyntheticContent(600, seed=5), name="d.bin")
+    app = await start_app(world, user_daily_limit_gb=1e-6)  # 1000 bytes
+    await own(app, msg, 99, 600)
+    path = app.dl_path(msg, "d.bin")
+    assert (await app.client.get(path)).status == 200
+    assert (await app.client.get(path)).status == 200
+    resp = await app.client.get(path)
+    assert resp.status == 429
+    assert 0 < int(resp.headers["Retry-After"]) <= DAY
+    assert "limit" in (await resp.text())
+
+
+async def test_cleanup_removes_exactly_old_records(tmp_path: Path) -> None:
+    """The daily cleanup deletes records older than the keep period and reports how many."""
+    clock = Clock(T0)
+    store = await Store.open(tmp_path / "db.sqlite3")
+    try:
+        bw = Bandwidth(store, Quotas(), clock=clock)
+        for days_ago in (100, 91, 90, 5, 0):
+            clock.now = T0 - days_ago * DAY
+            bw.count(1, 2, 10)
+            await bw.flush()
+        clock.now = T0
+        removed = await bw.cleanup(90)
+        assert removed == 2 * 3  # two old days x (global, file, owner)
+        assert await store.bandwidth_total("global", "", "2000-01-01", "9999-12-31") == 30
+    finally:
+        await store.close()
+
+
+async def test_revocation_reaches_another_node_within_a_second(
+    tmp_path: Path, start_app: StartApp
+) -> None:
+    """Two nodes share the database: a revocation on one makes the other answer 410 within ~1 s."""
+    db = str(tmp_path / "shared.sqlite3")
+    world_a, world_b = build_world(), build_world()
+    _, msg_a = world_a.store(SyntheticContent(100, seed=1), name="e.bin")
+    _, msg_b = world_b.store(SyntheticContent(100, seed=1), name="e.bin")
+    assert msg_a == msg_b
+    node_a = await start_app(world_a, database_path=db)
+    node_b = await start_app(world_b, database_path=db)
+    path = node_b.dl_path(msg_b, "e.bin")
+    assert (await node_b.client.get(path)).status == 200
+    assert node_a.services.store is not None
+    await node_a.services.store.revoke(msg_a, by=1)
+    revoked_at = time.monotonic()
+    status = 200
+    while status != 410 and time.monotonic() - revoked_at < 3:
+        status = (await node_b.client.get(path)).status
+        await asyncio.sleep(0.05)
+    assert status == 410
+    assert time.monotonic() - revoked_at < 1.5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _db_total(db: Path) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute(
+            "SELECT COALESCE(SUM(bytes), 0) FROM bandwidth WHERE scope='global'"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        con.close()
+
+
+def test_crash_loses_at_most_one_flush_interval(tmp_path: Path) -> None:
+    """Killed with SIGKILL between flushes, the database keeps every byte flushed before the kill."""
+    port = _free_port()
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data),
+        "BANDWIDTH_FLUSH_SECONDS": "0.3",
+        "LOG_LEVEL": "WARNING",
+    }
+    links = tmp_path / "links.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streambot", "demo", "--port", str(port), "--links-out", str(links)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not links.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        import json
+        import urllib.request
+
+        entries = json.loads(links.read_text())
+        small = next(e for e in entries if e["name"].endswith(".txt"))
+        big = next(e for e in entries if e["name"].endswith(".zip"))
+        with urllib.request.urlopen(small["download_url"]) as r:
+            first = len(r.read())
+        db = data / "streambot.sqlite3"
+        while _db_total(db) < first:  # wait for a flush (bounded by the deadline)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with urllib.request.urlopen(big["download_url"]) as r:
+            second = len(r.read())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        persisted = _db_total(db)
+        assert first <= persisted <= first + second
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_clean_shutdown_loses_nothing(tmp_path: Path) -> None:
+    """After SIGTERM every byte sent is in the database."""
+    port = _free_port()
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data),
+        "BANDWIDTH_FLUSH_SECONDS": "3600",
+        "LOG_LEVEL": "WARNING",
+    }
+    links = tmp_path / "links.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streambot", "demo", "--port", str(port), "--links-out", str(links)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not links.exists():
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        import json
+        import urllib.request
+
+        sent = 0
+        for e in json.loads(links.read_text()):
+            with urllib.request.urlopen(e["download_url"]) as r:
+                sent += len(r.read())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert _db_total(data / "streambot.sqlite3") == sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
