@@ -220,3 +220,24 @@ async def test_worker_without_channel_access_is_left_out_and_reported(
     assert sorted(states.values()) == ["healthy", "healthy", "no_access"]
     notes = [r.text for r in world.telegram.replies(world.admin)]
     assert any(f"@{world.workers[1].username}" in n and "admin of the channel" in n for n in notes)
+
+
+async def test_link_ttl_puts_an_expiry_in_new_links(world: World, start_app: StartApp) -> None:
+    """With LINK_TTL_HOURS set, new links carry an expiry after which they answer 410."""
+    import time
+
+    from streambot import links
+
+    from .conftest import LINK_SECRET
+
+    app = await start_app(world, link_ttl_hours=2)
+    user = world.telegram.add_user("Olivia")
+    f = world.telegram.add_file(SyntheticContent(100, seed=1), name="a.bin")
+    (reply,) = await say(app, user, file=f)
+    token = dl_path(reply).split("/")[2]
+    claims = links.verify(token, LINK_SECRET, now=time.time())
+    assert claims.expires_at is not None
+    assert 7190 <= claims.expires_at - time.time() <= 7200
+    with pytest.raises(links.ExpiredLink):
+        links.verify(token, LINK_SECRET, now=claims.expires_at)
+    assert (await app.client.get(dl_path(reply))).status == 200
