@@ -1,7 +1,14 @@
-"""Service endpoints: health, readiness, Prometheus metrics and public info."""
+"""Service endpoints: health, readiness, Prometheus metrics, public info and the admin fleet view.
+
+``/api/info`` is public, so it carries no memory figures, no client names and nothing secret.
+``/api/fleet`` needs ``Authorization: Bearer <ADMIN_API_TOKEN>``; a missing or wrong token gets
+401. Without ADMIN_API_TOKEN configured the endpoint answers 404, as if it did not exist: there is
+then no token that could be right, and a public instance need not advertise an admin surface.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from aiohttp import web
@@ -39,7 +46,48 @@ async def info(request: web.Request) -> web.Response:
             "uptime_seconds": round(time.time() - app[keys.STARTED_AT]),
             "fleet_size": len(fleet.clients),
             "healthy_clients": fleet.healthy_count(),
+            "features": {
+                "range_requests": True,
+                "multipart_ranges": app[keys.SETTINGS].max_ranges > 1,
+                "watch_page": any(
+                    r.canonical.startswith("/watch/") for r in app.router.resources()
+                ),
+                "expiring_links": app[keys.SETTINGS].link_ttl_hours > 0,
+            },
         }
+    )
+
+
+def _bearer_token(request: web.Request) -> bytes | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip().encode("utf-8", "surrogateescape")
+
+
+async def fleet_status(request: web.Request) -> web.Response:
+    """Per-client state for monitoring; admin bearer token only."""
+    app = request.app
+    expected = app[keys.SETTINGS].admin_api_token
+    if not expected:
+        return web.Response(status=404, text="Not found.\n")
+    given = _bearer_token(request)
+    # compare_digest: the time taken must not tell how much of a guessed token was right.
+    if given is None or not hmac.compare_digest(given, expected.encode()):
+        return web.Response(
+            status=401,
+            text="A valid admin token is required.\n",
+            headers={"WWW-Authenticate": 'Bearer realm="streambot"'},
+        )
+    fleet = app[keys.FLEET]
+    supervisor = app[keys.SUPERVISOR]
+    return web.json_response(
+        {
+            "healthy_clients": fleet.healthy_count(),
+            "clients": fleet.snapshot(),
+            "supervisor": supervisor.snapshot() if supervisor is not None else None,
+        },
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -48,3 +96,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/info", info)
+    app.router.add_get("/api/fleet", fleet_status)

@@ -147,38 +147,64 @@ async def download(request: web.Request) -> web.StreamResponse:
             end=ranges[-1].end,
             remote=request.remote or "",
         ) as tracked:
-            if decision.multipart:
-                await response.prepare(request)
-                _observe(metrics, started, decision.status)
-                for header, part in layout.parts:
-                    await response.write(header)
-                    await _pump(request, response, info, part, tracked)
-                await response.write(layout.closing)
-            else:
-                await _pump(request, response, info, first, tracked, started=started)
-            await response.write_eof()
+            complete = False
+            try:
+                if decision.multipart:
+                    await response.prepare(request)
+                    _observe(metrics, started, decision.status)
+                    for header, part in layout.parts:
+                        await _write(request, response, tracked, header)
+                        await _pump(request, response, info, part, tracked)
+                    await _write(request, response, tracked, layout.closing)
+                else:
+                    await _pump(request, response, info, first, tracked, started=started)
+                await response.write_eof()
+                complete = True
+            finally:
+                if not complete and response.prepared:
+                    # Headers promised a length we did not deliver: cut the connection so the
+                    # client sees a failed transfer, never a short body that looks complete
+                    # (and the connection is not reused with a half-sent body on it).
+                    _abort(request)
     except RegistryFull:
         metrics.count_error("registry_full")
         return plain(
             503, "Too many downloads right now; try again shortly.", **{"Retry-After": "10"}
         )
-    except _FirstBlockFailed:
+    except _FirstBlockFailed as exc:
+        log.warning("stream of message %s failed on its first block: %s", info.message_id, exc)
+        metrics.count_error("first_block_failed")
         _observe(metrics, started, 502)
         return plain(502, "Telegram did not answer; try again shortly.", **{"Retry-After": "5"})
     except StreamAborted as exc:
-        # Headers promised a length we cannot deliver: cut the connection so the client sees
-        # a failed transfer, never a short body that looks complete.
         log.warning("stream of message %s aborted: %s", info.message_id, exc)
         metrics.count_error("stream_aborted")
-        if request.transport is not None:
-            request.transport.abort()
-    except (ConnectionResetError, asyncio.CancelledError):
-        # The viewer went away (or the sweep/shutdown cut the stream); the context managers have
-        # already cancelled the in-flight Telegram requests and unregistered the stream.
+    except ConnectionResetError:
+        # The viewer went away; the context managers have already cancelled the in-flight
+        # Telegram requests and unregistered the stream.
         metrics.count_error("client_disconnect")
-        if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-            raise
+    except asyncio.CancelledError:
+        # The stale-stream sweep or shutdown cut the stream; cancellation always propagates.
+        metrics.count_error("cancelled")
+        raise
     return response
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+async def _write(
+    request: web.Request,
+    response: web.StreamResponse,
+    tracked: TrackedStream,
+    data: bytes | memoryview,
+) -> None:
+    """Write body bytes and account for them: the registry (progress, bandwidth) and /metrics."""
+    await response.write(data)
+    request.app[keys.REGISTRY].progress(tracked, len(data))
+    request.app[keys.METRICS].bytes_sent.inc(len(data))
 
 
 class _FirstBlockFailed(Exception):
@@ -196,12 +222,11 @@ async def _pump(
 ) -> None:
     """Write one range's bytes; prepares the response after the first block when ``started``."""
     app = request.app
-    metrics = app[keys.METRICS]
-    registry = app[keys.REGISTRY]
-    streamer = app[keys.STREAMER]
     progress = StreamProgress()
     tracked.extra["progress"] = progress
-    agen: AsyncIterator[bytes | memoryview] = streamer.stream(info, part.start, part.end, progress)
+    agen: AsyncIterator[bytes | memoryview] = app[keys.STREAMER].stream(
+        info, part.start, part.end, progress
+    )
     async with contextlib.aclosing(agen):  # type: ignore[type-var]
         if started is not None:
             # Fetch the first block before sending headers: if Telegram fails right away the
@@ -209,18 +234,14 @@ async def _pump(
             try:
                 chunk = await anext(agen)
             except StreamAborted as exc:
-                raise _FirstBlockFailed() from exc
+                raise _FirstBlockFailed(str(exc)) from exc
             tracked.client = progress.client
             await response.prepare(request)
-            _observe(metrics, started, response.status)
-            await response.write(chunk)
-            registry.progress(tracked, len(chunk))
-            metrics.bytes_sent.inc(len(chunk))
+            _observe(app[keys.METRICS], started, response.status)
+            await _write(request, response, tracked, chunk)
         async for chunk in agen:
             tracked.client = progress.client
-            await response.write(chunk)
-            registry.progress(tracked, len(chunk))
-            metrics.bytes_sent.inc(len(chunk))
+            await _write(request, response, tracked, chunk)
 
 
 def _observe(metrics: Metrics, started: float, status: int) -> None:

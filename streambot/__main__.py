@@ -4,55 +4,110 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
 from streambot.config import ConfigError, Settings, ensure_link_secret
+
+if TYPE_CHECKING:
+    from streambot.demo import SyntheticFile
+    from utils.smart_logger import SmartLogFilter
 
 log = logging.getLogger("streambot")
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
 
+T = TypeVar("T")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m streambot", description=__doc__)
-    parser.add_argument(
-        "--env-file", type=Path, default=Path("config.env"), help="settings file (config.env)"
+    # --env-file is accepted before or after the command (`--env-file X run`, `run --env-file X`).
+    env_file = argparse.ArgumentParser(add_help=False)
+    env_file.add_argument(
+        "--env-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="settings file (default: ./config.env if it exists); must exist when given",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m streambot", description=__doc__, parents=[env_file]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot and the download server against Telegram")
-    sub.add_parser("check", help="validate the configuration and exit")
-    demo = sub.add_parser("demo", help="run everything offline on the Telegram simulator")
+    sub.add_parser(
+        "run", parents=[env_file], help="run the bot and the download server against Telegram"
+    )
+    sub.add_parser("check", parents=[env_file], help="validate the configuration and exit")
+    demo = sub.add_parser(
+        "demo", parents=[env_file], help="run everything offline on the Telegram simulator"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--rtt-ms", type=float, default=0.0, help="simulated Telegram round trip")
     demo.add_argument("--links-out", type=Path, help="write the links JSON here when ready")
     demo.add_argument("--workers", type=int, default=2, help="simulated worker bots")
+    demo.add_argument(
+        "--synthetic",
+        action="append",
+        default=[],
+        type=_synthetic,
+        metavar="SIZE[:NAME]",
+        help="also post a generated file of SIZE (4096, 512K, 24MiB, 1GiB; nothing is "
+        "allocated); the same NAME always has the same bytes; repeatable",
+    )
     demo.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     memlog = sub.add_parser("memlog", help="summarise memory log files")
     memlog.add_argument("files", nargs="+")
     return parser
 
 
-def configure_logging(level: str) -> None:
+def _synthetic(text: str) -> SyntheticFile:
+    from streambot.demo import SyntheticFile  # the demo's imports are heavy; only load them here
+
+    try:
+        return SyntheticFile.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def configure_logging(
+    level: str, *, cache_limit: int = 1000, window_seconds: float = 60.0
+) -> SmartLogFilter:
+    """Log to stderr through the rate limiter; returns it (``create_app`` finds it there too)."""
+    from utils.smart_logger import install
+
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pyrogram is chatty at INFO (session start/stop per media DC).
-    logging.getLogger("pyrogram").setLevel(max(logging.WARNING, logging.getLogger().level))
+    root = logging.getLogger()
+    smart = install(root.handlers[0], window_seconds=window_seconds, max_keys=cache_limit)
+    # pyrogram is chatty at INFO (session start/stop per media DC); APScheduler logs every run.
+    for name in ("pyrogram", "apscheduler"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    return smart
+
+
+def _configure_logging(settings: Settings) -> SmartLogFilter:
+    return configure_logging(
+        settings.log_level,
+        cache_limit=settings.log_cache_limit,
+        window_seconds=settings.log_rate_window_seconds,
+    )
 
 
 def _load(args: argparse.Namespace, *, require_telegram: bool) -> Settings:
     try:
-        return Settings.load(args.env_file, require_telegram=require_telegram)
+        return Settings.load(getattr(args, "env_file", None), require_telegram=require_telegram)
     except ConfigError as exc:
         print("Configuration problems:", file=sys.stderr)
         for problem in exc.problems:
@@ -60,38 +115,91 @@ def _load(args: argparse.Namespace, *, require_telegram: bool) -> Settings:
         sys.exit(EXIT_CONFIG)
 
 
-async def _run(settings: Settings) -> int:
-    from streambot.app import create_app
-    from streambot.fleet import FleetError
+def _fail(message: str, hint: str = "") -> int:
+    """One paragraph on stderr, no traceback: start-up problems are the operator's to fix."""
+    print(f"StreamBot could not start: {message}" + (f" {hint}" if hint else ""), file=sys.stderr)
+    return EXIT_STARTUP
 
-    secret = ensure_link_secret(settings)
-    app = await create_app(settings, link_secret=secret)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
-    )
-    try:
-        await runner.setup()
-    except FleetError as exc:
-        print(f"StreamBot could not start: {exc}", file=sys.stderr)
-        print("Check the network connection to Telegram and the bot token.", file=sys.stderr)
-        await runner.cleanup()
-        return EXIT_STARTUP
-    stop = asyncio.Event()
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM for the duration of the block (start-up included)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, settings.bind_host, settings.port)
-        await site.start()
-        log.info(
-            "serving on %s:%s (links: %s)",
-            settings.bind_host,
-            settings.port,
-            settings.public_base_url,
-        )
-        await stop.wait()
+        yield
     finally:
-        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:
+    """Await ``work`` unless ``stop`` is set first, in which case ``work`` is cancelled.
+
+    Returns ``(True, result)`` or ``(False, None)``. Start-up can take up to
+    TELEGRAM_CONNECT_TIMEOUT; a Ctrl-C during it must stop the process, not wait it out.
+    """
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return True, task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False, None
+
+
+async def _run(settings: Settings) -> int:
+    from streambot.app import create_app
+    from streambot.fleet import FleetError
+    from streambot.store import StoreError
+
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        try:
+            secret = ensure_link_secret(settings)
+            app = await create_app(settings, link_secret=secret)
+        except OSError as exc:
+            return _fail(f"DATA_DIR {settings.data_dir} is not usable: {exc.strerror}.")
+        runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
+        )
+        try:
+            try:
+                started, _ = await unless_stopped(runner.setup(), stop)
+            except FleetError as exc:
+                return _fail(
+                    f"{exc}.",
+                    "Check that this machine can reach Telegram, that BOT_TOKEN, API_ID and "
+                    "API_HASH are right, and that the bot is an admin of BIN_CHANNEL.",
+                )
+            except (OSError, StoreError) as exc:
+                return _fail(f"{exc}.")
+            if not started:
+                print("StreamBot stopped during start-up.", file=sys.stderr)
+                return 0
+            try:
+                await web.TCPSite(runner, settings.bind_host, settings.port).start()
+            except OSError as exc:
+                return _fail(
+                    f"cannot listen on {settings.bind_host}:{settings.port}: {exc.strerror}.",
+                    "Is another process using the port? Change BIND_HOST or PORT.",
+                )
+            log.info(
+                "serving on %s:%s (links: %s)",
+                settings.bind_host,
+                settings.port,
+                settings.public_base_url,
+            )
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    print("StreamBot stopped.", file=sys.stderr)
     return 0
 
 
@@ -107,24 +215,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         settings = _load(args, require_telegram=True)
-        configure_logging(settings.log_level)
+        _configure_logging(settings)
         return asyncio.run(_run(settings))
     settings = _load(args, require_telegram=False)
-    configure_logging(settings.log_level)
+    missing = [str(p) for p in args.paths if not p.is_file()]
+    if missing:
+        print(f"demo: not a readable file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings)
     from streambot.demo import run_demo
 
-    asyncio.run(
-        run_demo(
-            settings,
-            host=args.host,
-            port=args.port,
-            rtt_ms=args.rtt_ms,
-            links_out=args.links_out,
-            paths=args.paths,
-            workers=args.workers,
-        )
-    )
-    return 0
+    async def demo() -> int:
+        stop = asyncio.Event()
+        with stop_on_signals(stop):
+            try:
+                await run_demo(
+                    settings,
+                    host=args.host,
+                    port=args.port,
+                    rtt_ms=args.rtt_ms,
+                    links_out=args.links_out,
+                    paths=args.paths,
+                    synthetic=args.synthetic,
+                    workers=args.workers,
+                    stop=stop,
+                )
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                    return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}.")
+                return _fail(f"{exc}.")
+        return 0
+
+    return asyncio.run(demo())
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ Objects are created in :func:`create_app` (inside the running loop, as pyrogram 
 to each other explicitly; their lifecycles are aiohttp ``cleanup_ctx`` entries, one resource per
 entry. Start-up runs top to bottom, shutdown bottom to top:
 
-    simulator (demo/tests only) -> store -> fleet -> streaming services -> bot
+    simulator (demo/tests only) -> memory log -> store -> fleet -> supervisor -> streaming
+    services -> bot -> memory manager -> scheduler
 
-so on shutdown the bot stops first, streams are drained (then cut) before clients stop, and the
-store closes last.
+so on shutdown the scheduler stops first (no job runs against a half-stopped app), then the bot,
+streams are drained (then cut) before clients stop, the store closes late and the memory log's
+last line ("<<< Shutdown") is written last.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ from streambot.metrics import Metrics
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.store import Store
 from streambot.streamer import InflightBudget, Streamer, StreamerConfig
+from streambot.supervisor import Backoff, Supervisor
+from utils.cleanup_scheduler import CleanupScheduler, standard_jobs
+from utils.memory_manager import MemoryManager, ReportSources
+from utils.memory_monitor import MemoryLog
+from utils.smart_logger import SmartLogFilter
 from utils.stream_cleanup import StreamRegistry
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,11 @@ class Services:
     guard: LinkGuard | None = None
     notify: AdminNotifier | None = None  # type: ignore[assignment]
     simulator: SimulatedTelegram | None = None
+    memory: MemoryManager | None = None
+    memlog: MemoryLog | None = None
+    supervisor: Supervisor | None = None
+    scheduler: CleanupScheduler | None = None
+    log_filter: SmartLogFilter | None = None
     started_at: float = field(default_factory=time.time)
     on_ready: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -69,8 +81,13 @@ async def create_app(
     *,
     link_secret: bytes,
     simulator: SimulatedTelegram | None = None,
+    log_filter: SmartLogFilter | None = None,
 ) -> web.Application:
-    """Build the whole application. With ``simulator`` every Telegram client talks to it."""
+    """Build the whole application. With ``simulator`` every Telegram client talks to it.
+
+    ``log_filter`` is the rate limiter on the log handler (its size shows in /memory); by default
+    the one ``__main__.configure_logging`` installed on a root handler, if any.
+    """
     app = web.Application(client_max_size=1024)
     fleet = Fleet.build(
         api_id=settings.api_id,
@@ -127,7 +144,7 @@ async def create_app(
         simulator=simulator,
     )
     services.notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
-    services.bot.ctx.memory_report = lambda: basic_memory_report(services)
+    _build_operations(services, log_filter)
     services.bot.ctx.stats_report = lambda: basic_memory_report(services)
 
     app[SERVICES] = services
@@ -140,19 +157,86 @@ async def create_app(
     app[keys.METRICS] = metrics
     app[keys.ADMISSION] = []
     app[keys.STARTED_AT] = services.started_at
+    app[keys.SUPERVISOR] = services.supervisor
+    assert services.memory is not None
+    # First in line: under memory pressure nothing else should even be looked at.
+    app[keys.ADMISSION].append(services.memory.admission)
 
     if simulator is not None:
         app.cleanup_ctx.append(_simulator_ctx)
+    app.cleanup_ctx.append(_memory_log_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_fleet_start_mark_ctx)
     app.cleanup_ctx.append(_fleet_ctx)
+    app.cleanup_ctx.append(_supervisor_ctx)
     app.cleanup_ctx.append(_bandwidth_ctx)
     app.cleanup_ctx.append(_streams_ctx)
     app.cleanup_ctx.append(_bot_ctx)
+    app.cleanup_ctx.append(_memory_ctx)
+    app.cleanup_ctx.append(_scheduler_ctx)
     app.on_shutdown.append(_on_shutdown)
     download.add_routes(app)
     player.add_routes(app)
     api.add_routes(app)
     return app
+
+
+def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> None:
+    """Create the memory manager, memory log, supervisor and scheduler (started by ctx entries)."""
+    settings = services.settings
+    services.log_filter = log_filter if log_filter is not None else installed_log_filter()
+    services.memlog = MemoryLog(settings.log_dir)
+    services.memory = MemoryManager(
+        limit_mb=settings.memory_limit_mb,
+        warning_percent=settings.memory_warning_percent,
+        critical_percent=settings.memory_critical_percent,
+        gc_threshold_mb=settings.gc_threshold_mb,
+        retry_after=settings.memory_retry_after_seconds,
+        notify=services.notify,
+    )
+    services.supervisor = Supervisor(
+        services.fleet,
+        channel_id=settings.bin_channel,
+        check_timeout=settings.supervisor_check_timeout_seconds,
+        start_timeout=settings.telegram_connect_timeout,
+        max_restarts=settings.supervisor_max_restarts,
+        reset_after=settings.supervisor_reset_after_seconds,
+        drain_timeout=settings.supervisor_drain_seconds,
+        backoff=Backoff(
+            settings.supervisor_backoff_seconds,
+            maximum=max(
+                settings.supervisor_backoff_seconds, settings.supervisor_backoff_max_seconds
+            ),
+        ),
+        notify=services.notify,
+        registry=services.registry,
+        span=services.memlog.task,
+    )
+    services.scheduler = CleanupScheduler(
+        misfire_grace=settings.job_misfire_grace_seconds,
+        shutdown_timeout=settings.scheduler_shutdown_seconds,
+    )
+    smart = services.log_filter
+    catalog = services.catalog
+    sources = ReportSources(
+        fleet=services.fleet,
+        started_at=services.started_at,
+        active_streams=lambda: len(services.registry),
+        file_cache=lambda: (len(catalog.info_cache), catalog.info_cache.limit),
+        logger_cache=(lambda: (smart.size, settings.log_cache_limit)) if smart else None,
+        jobs=services.scheduler.jobs,
+    )
+    memory = services.memory
+    services.bot.ctx.memory_report = lambda: memory.report(sources)
+
+
+def installed_log_filter() -> SmartLogFilter | None:
+    """The rate limiter on a root log handler, if logging was configured with one."""
+    for handler in logging.getLogger().handlers:
+        for candidate in handler.filters:
+            if isinstance(candidate, SmartLogFilter):
+                return candidate
+    return None
 
 
 async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -162,9 +246,88 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _memory_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The daily memory log: ">>> Startup" first, "<<< Shutdown" last."""
+    memlog = app[SERVICES].memlog
+    assert memlog is not None
+    await memlog.mark_start("Startup")
+    try:
+        yield
+    finally:
+        await memlog.mark_end("Shutdown")
+        await memlog.flush()
+
+
+async def _fleet_start_mark_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Brackets the fleet in the memory log: ">>> Fleet start" before it, "<<< Fleet stop" after."""
+    memlog = app[SERVICES].memlog
+    assert memlog is not None
+    await memlog.mark_start("Fleet start")
+    try:
+        yield
+    finally:
+        await memlog.mark_end("Fleet stop")
+
+
+async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Restart tasks of the supervisor (its checks are scheduler jobs) end before the fleet stops."""
+    services = app[SERVICES]
+    assert services.memlog is not None
+    assert services.supervisor is not None
+    await services.memlog.mark_end("Fleet start")
+    try:
+        yield
+    finally:
+        await services.memlog.mark_start("Fleet stop")
+        await services.supervisor.close()
+
+
+async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Memory alerts still being sent get a moment to reach the admins on shutdown."""
+    memory = app[SERVICES].memory
+    assert memory is not None
+    try:
+        yield
+    finally:
+        await memory.close()
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The cleanup jobs: started last, when everything they touch exists; stopped first."""
+    services = app[SERVICES]
+    settings = services.settings
+    scheduler, memlog = services.scheduler, services.memlog
+    assert scheduler is not None
+    assert memlog is not None
+    assert services.memory is not None
+    assert services.supervisor is not None
+    for spec in standard_jobs(
+        settings,
+        manager=services.memory,
+        registry=services.registry,
+        catalog=services.catalog,
+        supervisor=services.supervisor,
+        memlog=memlog,
+        store=services.store,
+        log_filter=services.log_filter,
+    ):
+        scheduler.add(spec)
+    scheduler.start()
+    await memlog.mark_end("Startup")
+    # The HTTP site starts listening right after the last start-up entry returns.
+    async with memlog.task("Web server start"):
+        pass
+    try:
+        yield
+    finally:
+        await memlog.mark_start("Shutdown")
+        await scheduler.shutdown()
+
+
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     services.store = await Store.open(services.settings.database_file)
+    services.bot.ctx.store = services.store
     try:
         yield
     finally:
@@ -174,6 +337,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     settings = services.settings
+    # Handlers go on before start(): pyrogram adds them from a task, and an update that arrives
+    # before that task ran would be dispatched to no handler and lost.
+    services.bot.register(services.fleet.main.client)
     try:
         await services.fleet.start(
             channel_id=settings.bin_channel,
@@ -238,7 +404,6 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    services.bot.register(services.fleet.main.client)
     left_out = [fc for fc in services.fleet.clients if fc.state is ClientState.NO_ACCESS]
     if left_out:
         names = ", ".join(fc.label() for fc in left_out)

@@ -173,7 +173,12 @@ def location_of(file_id: FileId) -> FileLocation:
 
 
 class Catalog:
-    """Resolves storage messages to :class:`FileInfo` and per-client :class:`FileLocation`."""
+    """Resolves storage messages to :class:`FileInfo` and per-client :class:`FileLocation`.
+
+    Lookups of the same message by the same client share one ``get_messages`` (single flight):
+    a popular link going cold, or many streams hitting an expired reference at once, cost
+    Telegram one request rather than one per viewer.
+    """
 
     def __init__(
         self,
@@ -192,7 +197,9 @@ class Catalog:
         self.location_cache: BoundedTTLCache[tuple[str, int], FileLocation] = BoundedTTLCache(
             limit * max(1, len(fleet.clients)), ttl, clock
         )
+        # Both bounded by the requests in progress (at most one entry per cached message).
         self._refreshing: dict[int, asyncio.Task[None]] = {}
+        self._resolving: dict[tuple[str, int], asyncio.Task[tuple[FileInfo, FileLocation]]] = {}
         self._on_request = on_request or (lambda method, client: None)
 
     async def _fetch(self, fc: FleetClient, message_id: int) -> tuple[FileInfo, FileLocation]:
@@ -210,12 +217,32 @@ class Catalog:
         self.location_cache.put((fc.name, message_id), location)
         return info, location
 
+    async def _resolve(self, fc: FleetClient, message_id: int) -> tuple[FileInfo, FileLocation]:
+        """``_fetch`` shared by concurrent callers; a caller that is cancelled leaves it running."""
+        key = (fc.name, message_id)
+        task = self._resolving.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(fc, message_id))
+            self._resolving[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: tuple[str, int], task: asyncio.Task[Any]) -> None:
+        if self._resolving.get(key) is task:
+            del self._resolving[key]
+        if not task.cancelled():
+            task.exception()  # seen: every waiter may have gone away
+
     def _any_client(self) -> FleetClient:
         available = self._fleet.available()
         return available[0] if available else self._fleet.main
 
     async def info(self, message_id: int) -> FileInfo:
-        """File info for a stored message; a stale entry is returned at once and refreshed behind."""
+        """File info for a stored message; a stale entry is returned at once and refreshed behind.
+
+        Raises FileNotFound when the message is gone or holds no file, StreamAborted when
+        Telegram cannot be asked now.
+        """
         cached = self.info_cache.get(message_id)
         if cached is not None:
             info, fresh = cached
@@ -225,38 +252,47 @@ class Catalog:
                 task.add_done_callback(lambda _t: self._refreshing.pop(message_id, None))
             return info
         try:
-            info, _ = await self._fetch(self._any_client(), message_id)
+            info, _ = await self._resolve(self._any_client(), message_id)
         except RPCError as exc:
             raise StreamAborted(f"Telegram error {exc.ID}") from exc
+        except OSError as exc:  # includes pyrogram's TimeoutError after its retries
+            raise StreamAborted(f"Telegram unreachable: {exc!r}") from exc
         return info
 
     async def _refresh(self, message_id: int) -> None:
         try:
-            await self._fetch(self._any_client(), message_id)
+            await self._resolve(self._any_client(), message_id)
         except FileNotFound:
             self.info_cache.pop(message_id)
         except (RPCError, OSError) as exc:
             # The stale entry keeps serving; the next request after the TTL tries again.
-            log.info("background refresh of message %s failed: %s", message_id, exc)
+            log.info("background refresh of message %s failed: %r", message_id, exc)
 
     async def location(
         self, fc: FleetClient, message_id: int, *, refresh: bool = False
     ) -> FileLocation:
-        """Where ``fc`` reads the file; ``refresh`` re-fetches (an expired file reference)."""
+        """Where ``fc`` reads the file; ``refresh`` re-fetches (an expired file reference).
+
+        Raises what Telegram raises (RPCError, OSError) and FileNotFound; the streamer decides.
+        """
         key = (fc.name, message_id)
         if not refresh:
             cached = self.location_cache.get(key)
             if cached is not None and cached[1]:
                 return cached[0]
-        _, location = await self._fetch(fc, message_id)
+        _, location = await self._resolve(fc, message_id)
         return location
+
+    def remember(self, fc: FleetClient, message_id: int, location: FileLocation) -> None:
+        """Store a corrected location (the file moved DC), so later streams start right."""
+        self.location_cache.put((fc.name, message_id), location)
 
     def sweep(self) -> int:
         """Drop long-stale entries from both caches; returns how many (a scheduler job)."""
         return self.info_cache.sweep() + self.location_cache.sweep()
 
     async def close(self) -> None:
-        tasks = list(self._refreshing.values())
+        tasks: list[asyncio.Task[Any]] = [*self._refreshing.values(), *self._resolving.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

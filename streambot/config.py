@@ -8,6 +8,7 @@ committed sample identical to :func:`render_sample`), so code, docs and the samp
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import secrets
@@ -35,6 +36,9 @@ GROUPS = (
 )
 
 Check = Callable[[Any], str | None]
+
+#: Read when no ``--env-file`` is given, if present.
+DEFAULT_ENV_FILE = Path("config.env")
 
 
 class ConfigError(Exception):
@@ -100,6 +104,12 @@ def _base_url(v: str) -> str | None:
 def _log_level(v: str) -> str | None:
     ok = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
     return None if v.upper() in ok else "must be one of " + ", ".join(sorted(ok))
+
+
+def _daily_time(v: str) -> str | None:
+    return (
+        None if re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v) else "must be a time HH:MM (24-hour)"
+    )
 
 
 def _link_secret(v: str) -> str | None:
@@ -211,6 +221,14 @@ class Settings:
         example="33333333,44444444",
         doc="User ids allowed to create links; empty means everyone.",
     )
+    admin_api_token: str = _setting(
+        "",
+        group="Access",
+        secret=True,
+        example="a-long-random-token-for-monitoring",
+        doc="Bearer token for GET /api/fleet (Authorization: Bearer ...); empty = endpoint off (404).",
+        check=lambda v: None if not v or len(v) >= 16 else "must be at least 16 characters",
+    )
     # --- Fleet
     workers: int = _setting(
         4,
@@ -231,6 +249,55 @@ class Settings:
         group="Fleet",
         example="2",
         doc="Pause between worker logins (many logins at once invite FloodWait).",
+        check=_at_least(0),
+    )
+    supervisor_check_interval_seconds: float = _setting(
+        30.0,
+        group="Fleet",
+        example="30",
+        doc="How often the supervisor pings every client.",
+        check=_at_least(1),
+    )
+    supervisor_check_timeout_seconds: float = _setting(
+        10.0,
+        group="Fleet",
+        example="10",
+        doc="A client that does not answer its ping this fast is unhealthy and leaves the pool.",
+        check=_at_least(0.1),
+    )
+    supervisor_max_restarts: int = _setting(
+        5,
+        group="Fleet",
+        example="5",
+        doc="Restart attempts of an unhealthy client before it is marked failed (admins are told).",
+        check=_between(0, 100),
+    )
+    supervisor_backoff_seconds: float = _setting(
+        5.0,
+        group="Fleet",
+        example="5",
+        doc="Wait before the first restart attempt; doubles per attempt (with 10 % jitter).",
+        check=_at_least(0),
+    )
+    supervisor_backoff_max_seconds: float = _setting(
+        300.0,
+        group="Fleet",
+        example="300",
+        doc="Longest wait between two restart attempts.",
+        check=_at_least(0),
+    )
+    supervisor_reset_after_seconds: float = _setting(
+        600.0,
+        group="Fleet",
+        example="600",
+        doc="A client healthy this long gets its restart count reset.",
+        check=_at_least(1),
+    )
+    supervisor_drain_seconds: float = _setting(
+        30.0,
+        group="Fleet",
+        example="30",
+        doc="Before a restart, streams get this long to move off the client; then they are cut.",
         check=_at_least(0),
     )
     # --- Streaming
@@ -316,6 +383,113 @@ class Settings:
         doc="Seconds before a file-info entry is refreshed (served stale while refreshing).",
         check=_at_least(1),
     )
+    # --- Scheduler
+    daily_cleanup_at: str = _setting(
+        "04:00",
+        group="Scheduler",
+        example="04:00",
+        doc="Local time of the daily jobs: old bandwidth records and old memory logs.",
+        check=_daily_time,
+    )
+    gc_interval_seconds: float = _setting(
+        3600.0,
+        group="Scheduler",
+        example="3600",
+        doc="Garbage collection plus a memory report line in the log.",
+        check=_at_least(1),
+    )
+    memory_check_interval_seconds: float = _setting(
+        30.0,
+        group="Scheduler",
+        example="30",
+        doc="Memory level check (alerts, load shedding, GC above GC_THRESHOLD_MB).",
+        check=_at_least(1),
+    )
+    memory_log_interval_seconds: float = _setting(
+        120.0,
+        group="Scheduler",
+        example="120",
+        doc="A periodic line in LOG_DIR/memory_YYYYMMDD.log.",
+        check=_at_least(1),
+    )
+    stream_sweep_interval_seconds: float = _setting(
+        600.0,
+        group="Scheduler",
+        example="600",
+        doc="Sweep of streams stalled longer than STREAM_STALL_SECONDS.",
+        check=_at_least(1),
+    )
+    log_cache_cleanup_interval_seconds: float = _setting(
+        1800.0,
+        group="Scheduler",
+        example="1800",
+        doc="Cleanup of the log rate limiter's key cache.",
+        check=_at_least(1),
+    )
+    cache_sweep_interval_seconds: float = _setting(
+        900.0,
+        group="Scheduler",
+        example="900",
+        doc="Sweep of long-stale file-info cache entries.",
+        check=_at_least(1),
+    )
+    job_misfire_grace_seconds: float = _setting(
+        60.0,
+        group="Scheduler",
+        example="60",
+        doc="A job that missed its time by more than this (loop stalled, host suspended) is skipped.",
+        check=_at_least(1),
+    )
+    scheduler_shutdown_seconds: float = _setting(
+        10.0,
+        group="Scheduler",
+        example="10",
+        doc="On shutdown, running jobs get this long to finish before they are cancelled.",
+        check=_at_least(0),
+    )
+    # --- Memory
+    memory_limit_mb: int = _setting(
+        0,
+        group="Memory",
+        example="512",
+        doc="Memory the bot may use, in MB; levels below are percentages of it. 0 = the machine's RAM.",
+        check=_at_least(0),
+    )
+    memory_warning_percent: float = _setting(
+        80.0,
+        group="Memory",
+        example="80",
+        doc="RSS at this share of the limit is a warning; shedding stops only below it.",
+        check=_between(1, 99),
+    )
+    memory_critical_percent: float = _setting(
+        95.0,
+        group="Memory",
+        example="95",
+        doc="RSS at this share of the limit is critical: new downloads get 503, admins are told.",
+        check=_between(2, 100),
+    )
+    memory_retry_after_seconds: float = _setting(
+        30.0,
+        group="Memory",
+        example="30",
+        doc="Retry-After sent with the 503 while memory is critical.",
+        check=_at_least(1),
+    )
+    gc_threshold_mb: int = _setting(
+        400,
+        group="Memory",
+        example="400",
+        doc="A garbage collection runs when RSS passes this (at most every 5 min); 0 = off.",
+        check=_at_least(0),
+    )
+    memory_log_keep_days: int = _setting(
+        7,
+        group="Memory",
+        example="7",
+        doc="Memory log files older than this many days are deleted by the daily cleanup.",
+        check=_at_least(0),
+    )
     # --- Bandwidth
     bandwidth_daily_limit_gb: float = _setting(
         0.0,
@@ -381,6 +555,20 @@ class Settings:
     log_level: str = _setting(
         "INFO", group="Logging", example="INFO", doc="Root log level.", check=_log_level
     )
+    log_cache_limit: int = _setting(
+        1000,
+        group="Logging",
+        example="1000",
+        doc="Distinct messages the log rate limiter remembers (repeats are collapsed into counts).",
+        check=_at_least(10),
+    )
+    log_rate_window_seconds: float = _setting(
+        60.0,
+        group="Logging",
+        example="60",
+        doc="A repeated log message is written once per this window, then with a count.",
+        check=_at_least(1),
+    )
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -402,15 +590,14 @@ class Settings:
             name = f.name.upper()
             meta = f.metadata
             if f.name == "worker_tokens":
-                raw_value = _numbered(environ, "MULTI_TOKEN")
-                parsed: Any = tuple(raw_value)
-                for i, token in enumerate(parsed, 1):
+                numbered = _numbered(environ, "MULTI_TOKEN")
+                for key, token in numbered:
                     if _bot_token(token):
                         problems.append(
-                            f"MULTI_TOKEN{i} is not a bot token from @BotFather, "
-                            f"e.g. MULTI_TOKEN{i}=123456789:AAExampleExampleExampleExampleExam"
+                            f"{key} is not a bot token from @BotFather, "
+                            f"e.g. {key}=123456789:AAExampleExampleExampleExampleExam"
                         )
-                values[f.name] = parsed
+                values[f.name] = tuple(token for _, token in numbered)
                 continue
             text = environ.get(name, "").strip()
             if not text:
@@ -432,6 +619,13 @@ class Settings:
             values[f.name] = parsed
         if overrides:
             values.update(overrides)
+        warning = values.get("memory_warning_percent", 80.0)
+        critical = values.get("memory_critical_percent", 95.0)
+        if warning >= critical:
+            problems.append(
+                f"MEMORY_WARNING_PERCENT ({warning:g}) must be below MEMORY_CRITICAL_PERCENT "
+                f"({critical:g})"
+            )
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -439,20 +633,32 @@ class Settings:
     @classmethod
     def load(
         cls,
-        env_file: Path | None,
+        env_file: Path | None = None,
         environ: Mapping[str, str] | None = None,
         *,
         require_telegram: bool = True,
         overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
-        """Read ``env_file`` (if it exists), put the process environment on top, validate."""
+        """Read the env file, put the process environment on top, validate.
+
+        ``env_file=None`` means ``./config.env`` if it exists (the demo runs without one); a file
+        named explicitly (``--env-file``) must exist. An empty environment variable does not wipe
+        a value from the file: ``PORT= python -m streambot run`` keeps the file's PORT.
+        """
         merged: dict[str, str] = {}
-        if env_file is not None:
-            if env_file.exists():
-                merged.update({k: v or "" for k, v in dotenv_values(env_file).items()})
-            elif env_file.name != "config.env":
-                raise ConfigError([f"--env-file {env_file} does not exist"])
-        merged.update(os.environ if environ is None else environ)
+        path = DEFAULT_ENV_FILE if env_file is None else env_file
+        if env_file is not None or path.exists():
+            try:
+                values = dotenv_values(path) if path.is_file() else None
+            except OSError as exc:
+                raise ConfigError([f"--env-file {path} cannot be read: {exc.strerror}"]) from None
+            except UnicodeDecodeError:  # the message would quote bytes of the file: say less
+                raise ConfigError([f"--env-file {path} is not UTF-8 text"]) from None
+            if values is None:
+                raise ConfigError([f"--env-file {path} does not exist or is not a file"])
+            merged.update({k: v or "" for k, v in values.items()})
+        env = os.environ if environ is None else environ
+        merged.update({k: v for k, v in env.items() if v.strip()})
         return cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
 
     @property
@@ -479,13 +685,17 @@ def _display_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def _numbered(environ: Mapping[str, str], prefix: str) -> list[str]:
+def _numbered(environ: Mapping[str, str], prefix: str) -> list[tuple[str, str]]:
+    """Given ``PREFIX1..PREFIXn`` variables, return (name, value) pairs in numeric order.
+
+    Numeric, not lexical: MULTI_TOKEN10 comes after MULTI_TOKEN2. Gaps are allowed; empty values skipped.
+    """
     found = []
     for key, value in environ.items():
-        m = re.fullmatch(prefix + r"(\d+)", key)
+        m = re.fullmatch(re.escape(prefix) + r"([0-9]+)", key)
         if m and value.strip():
-            found.append((int(m.group(1)), value.strip()))
-    return [v for _, v in sorted(found)]
+            found.append((int(m.group(1)), key, value.strip()))
+    return [(key, value) for _, key, value in sorted(found)]
 
 
 def _parse(kind: Any, text: str) -> Any:
@@ -496,9 +706,12 @@ def _parse(kind: Any, text: str) -> Any:
             raise ValueError("must be an integer") from None
     if kind is float:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        return number
     if kind is bool:
         lowered = text.lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -507,7 +720,12 @@ def _parse(kind: Any, text: str) -> Any:
             return False
         raise ValueError("must be true or false")
     if kind is Path:
-        return Path(text).expanduser()
+        if "\0" in text:
+            raise ValueError("must be a path without NUL characters")
+        try:
+            return Path(text).expanduser()
+        except RuntimeError:  # "~someone" for a user this system does not know
+            raise ValueError("must be a path whose ~user exists") from None
     if kind == tuple[int, ...]:
         try:
             return tuple(int(p) for p in re.split(r"[,\s]+", text) if p)

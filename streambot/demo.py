@@ -8,14 +8,17 @@ admin's private chat with the bot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import mimetypes
-import signal
+import re
 import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +45,72 @@ SAMPLE_FILES = (
 )
 
 
-def disk_file(telegram: SimulatedTelegram, path: Path) -> SimFile:
-    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return telegram.add_file(
-        DiskContent.of(path), name=path.name, mime_type=mime, kind=kind_for(mime)
-    )
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def post_files(world: World, ctx: BotContext, paths: Sequence[Path]) -> list[dict[str, Any]]:
+def parse_size(text: str) -> int:
+    """``4096``, ``512K``, ``24MiB``, ``1GiB``, ``2G``: binary units; ValueError otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 24MiB, 1GiB)")
+    return int(match[1]) * _UNITS[match[2].lower()]
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticFile:
+    """A ``--synthetic SIZE[:NAME]`` file: deterministic bytes of any size, nothing allocated.
+
+    The seed comes from the name, so a name always has the same bytes in every run; the
+    benchmarks rely on that to write an identical local copy for comparison.
+    """
+
+    size: int
+    name: str
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.name.encode())
+
+    @classmethod
+    def parse(cls, text: str) -> SyntheticFile:
+        size_text, _, name = text.partition(":")
+        size = parse_size(size_text)
+        if size < 1:
+            raise ValueError("a synthetic file needs at least one byte")
+        name = name.strip() or f"synthetic-{size}.bin"
+        if "/" in name or "\x00" in name:
+            raise ValueError(f"not a file name: {name!r}")
+        return cls(size, name)
+
+
+def disk_file(telegram: SimulatedTelegram, content: DiskContent) -> SimFile:
+    """Register a disk file with the simulator; its bytes are read later, per request."""
+    name = content.path.name
+    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return telegram.add_file(content, name=name, mime_type=mime, kind=kind_for(mime))
+
+
+def post_files(
+    world: World,
+    ctx: BotContext,
+    paths: Sequence[Path],
+    synthetic: Sequence[SyntheticFile] = (),
+) -> list[dict[str, Any]]:
+    """Post PATHs, then synthetic files; the sample set only when neither was given."""
     telegram = world.telegram
     channel = world.channel
     entries = []
-    if paths:
-        files = [(p, disk_file(telegram, DiskContent.of(p))) for p in paths]
-    else:
+    files: list[tuple[Path | None, SimFile]] = [
+        (p, disk_file(telegram, DiskContent.of(p))) for p in paths
+    ]
+    for spec in synthetic:
+        mime = mimetypes.guess_type(spec.name)[0] or "application/octet-stream"
+        content = SyntheticContent(spec.size, spec.seed)
+        files.append(
+            (None, telegram.add_file(content, name=spec.name, mime_type=mime, kind=kind_for(mime)))
+        )
+    if not files:
         files = [
             (
                 None,
@@ -88,9 +143,15 @@ class AdminChat:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=100)
 
     def start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A thread, because a blocking stdin read cannot go on the loop; daemon, so a read that
+        # never returns does not keep the process alive after the demo stops.
         def read() -> None:
-            for line in sys.stdin:
-                asyncio.run_coroutine_threadsafe(self.queue.put(line.rstrip("\n")), loop).result()
+            try:
+                for line in sys.stdin:
+                    put = self.queue.put(line.rstrip("\n"))
+                    asyncio.run_coroutine_threadsafe(put, loop).result()
+            except RuntimeError:  # the loop closed: the demo is stopping
+                return
             # End of input does not stop the demo (it may run in the background).
 
         threading.Thread(target=read, name="demo-stdin", daemon=True).start()
@@ -120,7 +181,11 @@ class AdminChat:
             line = await self.queue.get()
             if not line or not line.strip():
                 continue
-            for reply in await self.say(line):
+            try:
+                replies = await self.say(line)
+            except (LookupError, OSError) as exc:  # e.g. the bot is restarting; keep chatting
+                replies = [f"(demo) could not deliver the message: {exc}"]
+            for reply in replies:
                 print(reply, flush=True)
                 print("-" * 40, flush=True)
 
@@ -133,9 +198,13 @@ async def run_demo(
     rtt_ms: float,
     links_out: Path | None,
     paths: Sequence[Path],
+    synthetic: Sequence[SyntheticFile] = (),
     workers: int = 2,
     read_stdin: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Serve until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM) or the task is cancelled."""
+    stop = stop or asyncio.Event()
     world = build_world(workers=workers, rtt=rtt_ms / 1000)
     with tempfile.TemporaryDirectory(prefix="streambot-demo-") as tmp:
         data_dir = base.data_dir if base.data_dir != Path("data") else Path(tmp)
@@ -145,15 +214,13 @@ async def run_demo(
         runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
         )
-        await runner.setup()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        chat_task: asyncio.Task[None] | None = None
         try:
+            await runner.setup()
             site = web.TCPSite(runner, host, port)
             await site.start()
-            entries = post_files(world, app[SERVICES].bot.ctx, paths)
+            entries = post_files(world, app[SERVICES].bot.ctx, paths, synthetic)
             if links_out is not None:
                 atomic_write(links_out, json.dumps(entries, indent=2).encode() + b"\n")
             print(f"StreamBot demo serving on {settings.public_base_url}", flush=True)
@@ -168,9 +235,10 @@ async def run_demo(
             if read_stdin:
                 chat.start_reader(loop)
             await stop.wait()
-            chat_task.cancel()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            if chat_task is not None:
+                chat_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chat_task
             await runner.cleanup()
         print("StreamBot demo stopped.", flush=True)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from streambot.fleet import Fleet
     from streambot.metrics import Metrics
     from streambot.streamer import Streamer
+    from streambot.supervisor import Supervisor
     from utils.stream_cleanup import StreamRegistry
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -24,6 +25,7 @@ METRICS = web.AppKey("metrics", "Metrics")
 #: Admission checks run before a download starts (memory pressure, quotas); each may raise.
 ADMISSION = web.AppKey("admission", list[Any])
 STARTED_AT = web.AppKey("started_at", float)
+SUPERVISOR = web.AppKey("supervisor", "Supervisor")
 
 __all__ = [
     "ADMISSION",
@@ -35,10 +37,12 @@ __all__ = [
     "SETTINGS",
     "STARTED_AT",
     "STREAMER",
+    "SUPERVISOR",
     "Catalog",
     "Fleet",
     "Metrics",
     "Settings",
     "StreamRegistry",
     "Streamer",
+    "Supervisor",
 ]

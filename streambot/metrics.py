@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +38,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        # Leak checks (bench/) compare this before and after many aborted downloads; it is only
+        # computed when /metrics is scraped.
+        self.asyncio_tasks = Gauge(
+            "streambot_asyncio_tasks",
+            "Unfinished asyncio tasks of the event loop that renders the metrics.",
+            registry=self.registry,
+        )
+        self.asyncio_tasks.set_function(_unfinished_tasks)
 
     def track_active_streams(self, count: Callable[[], int]) -> None:
         self.active_streams.set_function(lambda: float(count()))
@@ -49,3 +58,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _unfinished_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside a running loop: there is no loop to count
+        return 0.0

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 
 from pyrogram import raw
 from pyrogram.errors import (
@@ -30,10 +31,11 @@ from pyrogram.errors import (
     FloodWait,
     RPCError,
 )
+from pyrogram.session import Session
 
 from streambot.blocks import MIB, Block, ShortRead, plan_blocks, trim
 from streambot.catalog import Catalog, FileInfo, FileLocation
-from streambot.errors import StreamAborted
+from streambot.errors import FileNotFound, StreamAborted
 from streambot.fleet import Fleet, FleetClient, NoClientAvailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,12 @@ class InflightBudget:
 
     ``acquire`` is first-come first-served, so a stream waiting for its only block is not starved by
     streams that already have several. ``window`` gives each active stream a fair share.
+
+    A stream whose viewer stopped reading (a paused player: TCP backpressure) would otherwise keep
+    its whole prefetch window forever, and enough of them would leave new viewers waiting for a
+    first block that never comes. So when someone has to wait, the budget asks every registered
+    stream to *shed* prefetched blocks above its fair share (see :meth:`register`); a stream then
+    holds at most about one block while paused, and fetches the shed blocks again when it resumes.
     """
 
     def __init__(self, total_bytes: int) -> None:
@@ -54,6 +62,16 @@ class InflightBudget:
         self.active_streams = 0
         self.peak = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        # One per active stream (bounded by the streams), called when a waiter cannot be served.
+        self._shedders: set[Callable[[], None]] = set()
+        self.shed_blocks = 0
+
+    def register(self, shed: Callable[[], None]) -> None:
+        """Add a stream's ``shed`` callback: it releases prefetched blocks above the fair window."""
+        self._shedders.add(shed)
+
+    def unregister(self, shed: Callable[[], None]) -> None:
+        self._shedders.discard(shed)
 
     def window(self, prefetch: int, block: int) -> int:
         """Blocks a stream may hold: its prefetch, shrunk to a fair share, never below one."""
@@ -72,19 +90,29 @@ class InflightBudget:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (n, fut)
         self._waiters.append(entry)
+        self._reclaim()
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release(n)  # granted just as we were cancelled: give it back
             else:
-                self._waiters.remove(entry)
+                # _wake may already have dropped our cancelled entry from the head.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
                 self._wake()
             raise
 
     def release(self, n: int) -> None:
         self.used -= n
         self._wake()
+
+    def _reclaim(self) -> None:
+        """Ask streams to give back prefetch above their fair share while someone waits."""
+        for shed in list(self._shedders):
+            if not self._waiters:
+                return
+            shed()
 
     def _take(self, n: int) -> None:
         self.used += n
@@ -113,7 +141,9 @@ class StreamerConfig:
     flood_sleep_threshold: float = 5.0  # shorter FloodWaits are slept through in place
     max_wait: float = 60.0  # longest a stream waits for any client before it is aborted
     request_timeout: float = 30.0
-    reference_refreshes: int = 3
+    # Recoveries in a row without a single byte of progress before the stream is given up:
+    # bounds loops such as a reference that keeps expiring or every client's network failing.
+    max_recoveries: int = 3
 
 
 @dataclass(slots=True)
@@ -132,7 +162,69 @@ class _Attempt:
 
     fc: FleetClient
     location: FileLocation | None = None
-    refreshes: int = 0
+    session: Session | None = None
+
+
+_Pending = collections.deque[tuple[Block, "asyncio.Task[bytes]"]]
+
+
+class _Blocks:
+    """The plan of ``[start, end]``, made lazily in segments of ``_SEGMENT_BLOCKS`` windows.
+
+    Planning a whole range up front costs a Block per request before the first byte: 131072 of
+    them for a 512 MiB range in 4 KiB blocks, which blocks the event loop for a second. Segment
+    ends fall on multiples of the block size (a request window), so the segments' plans joined
+    are exactly :func:`plan_blocks` of the whole range. Shed blocks are put back at the front.
+    """
+
+    def __init__(self, start: int, end: int, size: int, block_size: int) -> None:
+        self._pending: Iterator[Block] = self._segments(start, end, size, block_size)
+        self._front: collections.deque[Block] = collections.deque()
+
+    @staticmethod
+    def _segments(start: int, end: int, size: int, block_size: int) -> Iterator[Block]:
+        pos = start
+        while pos <= end:
+            last = min(end, (pos // block_size + _SEGMENT_BLOCKS) * block_size - 1)
+            yield from plan_blocks(pos, last, size, max_block=block_size)
+            pos = last + 1
+
+    def peek(self) -> Block | None:
+        if not self._front:
+            block = next(self._pending, None)
+            if block is None:
+                return None
+            self._front.append(block)
+        return self._front[0]
+
+    def take(self) -> Block:
+        return self._front.popleft()
+
+    def put_back(self, block: Block) -> None:
+        self._front.appendleft(block)
+
+
+_SEGMENT_BLOCKS = 64
+
+
+@dataclass(slots=True)
+class _Window:
+    """A stream's requests in flight and what comes next, shared with its ``shed`` callback."""
+
+    blocks: _Blocks
+    pending: _Pending = field(default_factory=collections.deque)
+    at_yield: bool = False  # a chunk is with the consumer (and still counted in the budget)
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    """Mark a finished request's exception as seen: drained requests are never awaited again."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Streamer:
@@ -154,80 +246,121 @@ class Streamer:
         self.config = config
         self._on_request = on_request or (lambda method, client: None)
         self._on_error = on_error or (lambda kind: None)
+        # pyrogram's get_session is not safe against concurrent first calls for one DC (each
+        # caller would create, start and leak its own session), so creation is serialised per
+        # client and DC. Bounded: fleet size times Telegram's five DCs.
+        self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     async def stream(
         self, info: FileInfo, start: int, end: int, progress: StreamProgress | None = None
     ) -> AsyncIterator[bytes | memoryview]:
-        """Yield the bytes of ``[start, end]`` (inclusive) of ``info``; raise StreamAborted on failure."""
+        """Yield the bytes of ``[start, end]`` (inclusive) of ``info``; raise StreamAborted on failure.
+
+        Never raises a Telegram or network error: anything that stops the stream becomes
+        :class:`StreamAborted`, so callers cannot mistake it for their own client going away.
+        """
         progress = progress or StreamProgress()
         cfg = self.config
-        pos = start
         budget = self._budget
+        pos = start
+        w = _Window(_Blocks(start, end, info.size, cfg.block_size))
+        attempt: _Attempt | None = None
+
+        def shed() -> None:
+            # Runs in another task while this stream is suspended: at ``yield`` (its viewer is
+            # slow; every prefetched block may go) or awaiting its head block (which stays).
+            keep = 0 if w.at_yield else 1
+            held = len(w.pending) + w.at_yield
+            window = budget.window(cfg.prefetch, cfg.block_size)
+            while held > window and len(w.pending) > keep:
+                block, task = w.pending.pop()
+                task.cancel()
+                w.blocks.put_back(block)
+                held -= 1
+                budget.shed_blocks += 1
+                budget.release(block.limit)
+
         budget.active_streams += 1
-        pending: collections.deque[tuple[Block, asyncio.Task[bytes]]] = collections.deque()
+        budget.register(shed)
         try:
             attempt = _Attempt(await self._acquire(info, exclude=()))
-        except BaseException:
-            budget.active_streams -= 1
-            raise
-        try:
-            attempt.location = await self._location(attempt.fc, info.message_id)
             progress.client = attempt.fc.name
-            while pos <= end:
-                plan = plan_blocks(pos, end, info.size, max_block=cfg.block_size)
-                next_index = 0
-                failure: BaseException | None = None
-                while next_index < len(plan) or pending:
+            await self._prepare(attempt, info.message_id)
+            stuck = 0  # recoveries since the last byte went out
+            while True:
+                failure: Exception | None = None
+                while w.pending or w.blocks.peek() is not None:
+                    # The window is re-read per block so streams shrink as others start.
                     window = budget.window(cfg.prefetch, cfg.block_size)
-                    while next_index < len(plan) and len(pending) < window:
-                        block = plan[next_index]
-                        if pending:
+                    while len(w.pending) < window and (block := w.blocks.peek()) is not None:
+                        if w.pending:
                             if not budget.try_acquire(block.limit):
-                                break
+                                break  # under pressure: keep what we hold, never wait holding it
                         else:
                             await budget.acquire(block.limit)
+                        w.blocks.take()
                         task = asyncio.create_task(self._fetch(attempt, block))
-                        pending.append((block, task))
-                        next_index += 1
-                    block, task = pending[0]
+                        task.add_done_callback(_retrieve)
+                        w.pending.append((block, task))
+                    block, task = w.pending[0]
                     try:
-                        data = await task
-                    except (RPCError, OSError, TimeoutError, ShortRead) as exc:
+                        chunk = trim(block, await task)
+                    except (RPCError, OSError, ShortRead) as exc:  # OSError covers TimeoutError
                         failure = exc
                         break
-                    pending.popleft()
-                    try:
-                        chunk = trim(block, data)
-                    except ShortRead as exc:
-                        budget.release(block.limit)
-                        failure = exc
+                    except asyncio.CancelledError:
+                        if _cancelling():
+                            raise
+                        # The request was cancelled under us (its session stopped): a network fault.
+                        failure = ConnectionAbortedError("the GetFile request was cancelled")
                         break
+                    w.pending.popleft()
                     progress.requests += 1
+                    w.at_yield = True
                     try:
                         yield chunk
                     finally:
+                        w.at_yield = False
                         budget.release(block.limit)
                     pos += len(chunk)
                     progress.bytes_yielded += len(chunk)
+                    stuck = 0
                 if failure is None:
                     break
-                await self._drain(pending)
+                await self._drain(w.pending)
+                w.blocks = _Blocks(pos, end, info.size, cfg.block_size)  # resume at the same byte
+                stuck += 1
+                if stuck > cfg.max_recoveries:
+                    self._on_error("gave_up")
+                    raise StreamAborted(
+                        f"no progress after {cfg.max_recoveries} recoveries: {failure!r}"
+                    ) from failure
                 await self._recover(info, attempt, failure, progress)
         finally:
-            await self._drain(pending)
-            budget.active_streams -= 1
-            self._fleet.release(attempt.fc)
-
-    async def _drain(self, pending: collections.deque[tuple[Block, asyncio.Task[bytes]]]) -> None:
-        """Cancel in-flight requests (a viewer left, or we fail over) and return their budget."""
-        while pending:
-            block, task = pending.popleft()
-            task.cancel()
+            budget.unregister(shed)
             try:
-                await task
-            except (asyncio.CancelledError, RPCError, OSError, TimeoutError, ShortRead):
-                pass
+                await self._drain(w.pending)
             finally:
+                # Even when cancelled again while draining (a viewer's disconnect cancels the
+                # handler that is already cleaning up), the counts must come back down.
+                budget.active_streams -= 1
+                if attempt is not None:
+                    self._fleet.release(attempt.fc)
+
+    async def _drain(self, pending: _Pending) -> None:
+        """Cancel in-flight requests (a viewer left, or we fail over) and return their budget."""
+        if not pending:
+            return
+        entries = list(pending)
+        pending.clear()
+        for _block, task in entries:
+            task.cancel()
+        try:
+            # wait() never raises the requests' own errors (``_retrieve`` marks them seen), only
+            # our own cancellation, which must propagate.
+            await asyncio.wait([task for _block, task in entries])
+        finally:
+            for block, _task in entries:
                 self._budget.release(block.limit)
 
     async def _acquire(self, info: FileInfo, exclude: tuple[FleetClient, ...]) -> FleetClient:
@@ -245,40 +378,68 @@ class Streamer:
                 if waited + delay > self.config.max_wait:
                     self._on_error("no_client")
                     raise StreamAborted("no Telegram client can serve this file now") from exc
+                log.info("no client free for message %s; waiting %.1fs", info.message_id, delay)
                 await asyncio.sleep(delay)
                 waited += delay
 
-    async def _location(
-        self, fc: FleetClient, message_id: int, refresh: bool = False
-    ) -> FileLocation:
+    async def _prepare(self, attempt: _Attempt, message_id: int, *, refresh: bool = False) -> None:
+        """Resolve where ``attempt.fc`` reads the file and open its media session there."""
+        fc = attempt.fc
         try:
-            return await self._catalog.location(fc, message_id, refresh=refresh)
+            attempt.location = await self._catalog.location(fc, message_id, refresh=refresh)
+            attempt.session = await self._media_session(fc, attempt.location.dc_id)
+        except FileNotFound as exc:
+            raise StreamAborted(f"message {message_id} is gone: {exc}") from exc
         except RPCError as exc:
             raise StreamAborted(f"cannot resolve the file via {fc.name}: {exc.ID}") from exc
+        except OSError as exc:
+            raise StreamAborted(f"cannot reach Telegram via {fc.name}: {exc!r}") from exc
+
+    async def _media_session(self, fc: FleetClient, dc_id: int) -> Session:
+        lock = self._session_locks.setdefault((fc.name, dc_id), asyncio.Lock())
+        async with lock:
+            return await fc.client.get_session(dc_id, is_media=True)
 
     async def _fetch(self, attempt: _Attempt, block: Block) -> bytes:
-        """One GetFile, with bounded network retries; other errors go to the stream for recovery."""
+        """One GetFile, with bounded network retries and short FloodWaits slept in place.
+
+        Other errors (and long FloodWaits) go to the stream, which recovers or gives up.
+        """
         cfg = self.config
-        fc, location = attempt.fc, attempt.location
+        fc, location, session = attempt.fc, attempt.location, attempt.session
         assert location is not None
+        assert session is not None
+        request = raw.functions.upload.GetFile(
+            location=location.location, offset=block.offset, limit=block.limit
+        )
         delay = cfg.retry_base_delay
-        for try_number in range(cfg.retries + 1):
-            session = await fc.client.get_session(location.dc_id, is_media=True)
+        failures = 0
+        while True:
             self._on_request("upload.GetFile", fc.name)
             try:
+                # retries=1 and sleep_threshold=0: pyrogram neither retries nor sleeps by
+                # itself, so every wait and retry is ours, bounded and counted.
                 result = await session.invoke(
-                    raw.functions.upload.GetFile(
-                        location=location.location, offset=block.offset, limit=block.limit
-                    ),
+                    request,
                     retries=1,
                     timeout=cfg.request_timeout,
-                    sleep_threshold=cfg.flood_sleep_threshold,
+                    sleep_threshold=0,
                     retry_delay=0,
                 )
-            except (OSError, TimeoutError):
-                # Includes pyrogram's own "Failed to invoke" TimeoutError after a dropped answer.
+            except (FloodWait, FloodPremiumWait) as exc:
+                seconds = float(exc.value or 0)
+                failures += 1
+                if seconds > cfg.flood_sleep_threshold or failures > cfg.retries:
+                    raise
+                self._on_error("flood_wait_short")
+                log.info("%s: FloodWait %ss on GetFile; waiting in place", fc.name, seconds)
+                await asyncio.sleep(seconds)
+                continue
+            except OSError:
+                # Includes pyrogram's "Failed to invoke" TimeoutError after a dropped answer.
                 self._on_error("network")
-                if try_number == cfg.retries:
+                failures += 1
+                if failures > cfg.retries:
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -286,45 +447,47 @@ class Streamer:
             if not isinstance(result, raw.types.upload.File):
                 raise StreamAborted(f"unexpected GetFile answer {type(result).__name__}")
             return result.bytes
-        raise AssertionError("unreachable")
 
     async def _recover(
-        self, info: FileInfo, attempt: _Attempt, exc: BaseException, progress: StreamProgress
+        self, info: FileInfo, attempt: _Attempt, exc: Exception, progress: StreamProgress
     ) -> None:
         """Decide how to continue after ``exc``: update ``attempt`` in place, or raise StreamAborted."""
         fc = attempt.fc
         if isinstance(exc, FileReferenceExpired | FileReferenceInvalid):
             self._on_error("file_reference_expired")
-            if attempt.refreshes >= self.config.reference_refreshes:
-                raise StreamAborted("the file reference keeps expiring") from exc
-            attempt.refreshes += 1
-            attempt.location = await self._location(fc, info.message_id, refresh=True)
+            await self._prepare(attempt, info.message_id, refresh=True)
             return
         if isinstance(exc, FileMigrate):
             self._on_error("file_migrate")
-            dc = getattr(exc, "dc_id", None) or exc.value
+            dc = exc.value
             assert attempt.location is not None
             if not isinstance(dc, int) or dc == attempt.location.dc_id:
                 raise StreamAborted("Telegram keeps redirecting the file") from exc
-            attempt.location = FileLocation(attempt.location.location, dc)
+            location = FileLocation(attempt.location.location, dc)
+            self._catalog.remember(fc, info.message_id, location)
+            attempt.location = location
+            try:
+                attempt.session = await self._media_session(fc, dc)
+            except (RPCError, OSError) as session_exc:
+                raise StreamAborted(f"cannot open DC {dc} via {fc.name}") from session_exc
             return
         if isinstance(exc, FloodWait | FloodPremiumWait):
             self._on_error("flood_wait")
             seconds = float(exc.value or 0)
             self._fleet.cool_down(fc, seconds)
             log.warning("%s in FloodWait for %ss; moving the stream", fc.name, seconds)
-        elif isinstance(exc, OSError | TimeoutError):
-            log.warning("%s: network errors persist (%s); trying another client", fc.name, exc)
         elif isinstance(exc, ShortRead):
             self._on_error("short_read")
             raise StreamAborted("Telegram returned fewer bytes than the file holds") from exc
-        else:
+        elif isinstance(exc, RPCError):
             self._on_error("telegram")
-            raise StreamAborted(f"Telegram error {getattr(exc, 'ID', exc)}") from exc
+            raise StreamAborted(f"Telegram error {exc.ID}") from exc
+        else:
+            log.warning("%s: network errors persist (%r); trying another client", fc.name, exc)
         new_fc = await self._acquire(info, exclude=(fc,))
         self._fleet.release(fc)
-        attempt.fc, attempt.location, attempt.refreshes = new_fc, None, 0
+        attempt.fc, attempt.location, attempt.session = new_fc, None, None
         if new_fc is not fc:
             progress.switches += 1
         progress.client = new_fc.name
-        attempt.location = await self._location(new_fc, info.message_id)
+        await self._prepare(attempt, info.message_id)

@@ -163,7 +163,7 @@ class BotHandlers:
             "Send me a file (document, video, audio, photo, animation, voice or video note) and I "
             "reply with a download link and a watch link. Links support seeking in any player.",
             "",
-            "Commands: /files (your files and links), /revoke <link>, /usage, /help",
+            "Commands: /files (your files and links), /revoke LINK, /usage, /help",
         ]
         limits = []
         if self.ctx.limiter.per_hour:
@@ -176,7 +176,7 @@ class BotHandlers:
         if limits:
             lines.append("Limits: " + "; ".join(limits) + ".")
         if self.ctx.is_admin(user_id):
-            lines.append("Admin commands: /memory, /stats, /ban <user id>, /unban <user id>")
+            lines.append("Admin commands: /memory, /stats, /ban USER_ID, /unban USER_ID")
         return "\n".join(lines)
 
     async def _refuse_if_blocked(self, message: types.Message) -> bool:
@@ -278,7 +278,7 @@ class BotHandlers:
         if await self._admin_only(message, command):
             return
         if len(args) != 1 or not args[0].lstrip("-").isdigit():
-            await message.reply_text(f"Usage: /{command} <user id>, e.g. /{command} 123456789")
+            await message.reply_text(f"Usage: /{command} USER_ID, e.g. /{command} 123456789")
             return
         target = int(args[0])
         if self.ctx.store is None:
@@ -359,7 +359,7 @@ class BotHandlers:
         except links.ExpiredLink as exc:
             claims = exc.claims
         except links.InvalidLink:
-            await message.reply_text("Usage: /revoke <link>, with a link this bot gave you.")
+            await message.reply_text("Usage: /revoke LINK, with a link this bot gave you.")
             return
         await message.reply_text(await self._revoke(_user_id(message) or 0, claims.message_id))
 

@@ -529,6 +529,8 @@ class SimulatedTelegram:
                 fault.skip -= 1
                 continue
             fault.times -= 1
+            if fault.times <= 0:  # spent faults leave the list, so it stays as long as the test's
+                self.faults.remove(fault)
             if fault.kind == "oserror":
                 raise ConnectionResetError("injected network error")
             if fault.kind == "drop":

@@ -1,0 +1,319 @@
+"""Processes of a benchmark run: servers under test and load generators, measured from outside.
+
+A server's CPU seconds and memory are read from /proc through psutil, so the figures include
+everything the process does (event loop, worker threads, the simulator) and nothing of the load
+generator. A load generator's CPU seconds come from the kernel's accounting of reaped children.
+Every process started here is stopped in ``finally`` blocks; nothing outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class BenchError(Exception):
+    """A process of the benchmark failed to start or answered wrongly; the run cannot go on."""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for our Python subprocesses: the checkout importable, no stray settings."""
+    from streambot.config import Settings
+
+    names = {f.upper() for f in Settings.__dataclass_fields__}
+    env = {
+        k: v for k, v in os.environ.items() if k not in names and not k.startswith("MULTI_TOKEN")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A load generator that ran to its end."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    wall: float
+    cpu: float  # user + system seconds of the process and everything it waited for
+
+    @property
+    def cpu_share(self) -> float:
+        """Fraction of one core the process used while it ran."""
+        return self.cpu / self.wall if self.wall > 0 else 0.0
+
+
+def run_measured(
+    cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> Finished:
+    """Run ``cmd`` to completion and account its CPU time.
+
+    The CPU time is the growth of RUSAGE_CHILDREN across the wait, which is exact because the
+    benchmark runs one load generator at a time and reaps servers only outside measurements.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
+        )
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{cmd[0]} did not finish within {timeout:.0f}s") from exc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Finished(proc.returncode, stdout, stderr, wall, cpu)
+
+
+class Server:
+    """A server process under test: started, probed from /proc, always stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        ready: Callable[[], bool],
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._cmd = list(cmd)
+        self._env = dict(env)
+        self._cwd = cwd
+        self._ready = ready
+        self._start_timeout = start_timeout
+        self._log = cwd / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ps: psutil.Process | None = None
+
+    def launch(self) -> None:
+        """Start the process without waiting (several servers may start side by side)."""
+        with self._log.open("wb") as log:
+            self._proc = subprocess.Popen(
+                self._cmd,
+                cwd=self._cwd,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._ps = psutil.Process(self._proc.pid)
+
+    def wait_ready(self) -> None:
+        proc = self._proc
+        if proc is None:
+            raise BenchError(f"{self.name} was never launched")
+        deadline = time.monotonic() + self._start_timeout
+        while not self._ready():
+            if proc.poll() is not None:
+                raise BenchError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} not ready after {self._start_timeout:.0f}s")
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def stop(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Server:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def process(self) -> psutil.Process:
+        if self._ps is None:
+            raise BenchError(f"{self.name} is not running")
+        return self._ps
+
+    def cpu_seconds(self) -> float:
+        t = self.process.cpu_times()
+        return float(t.user + t.system)
+
+    def cpu_wait_seconds(self) -> float:
+        """Seconds the main thread (the event loop) was runnable but waited for a CPU.
+
+        From /proc/PID/schedstat; a large share means other work on the machine starved the
+        server, so its figures understate what it can do. 0 where the kernel does not report it.
+        """
+        try:
+            fields = Path(f"/proc/{self.process.pid}/schedstat").read_text().split()
+        except OSError:
+            return 0.0
+        return int(fields[1]) / 1e9 if len(fields) > 1 else 0.0
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    def reset_peak_rss(self) -> bool:
+        """Restart the kernel's peak-RSS mark (VmHWM); False where /proc does not allow it."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def peak_rss(self) -> int:
+        """The kernel's high-water mark of resident memory since start or the last reset."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        return int(match[1]) * 1024 if match else self.rss()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self._log.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def demo_server(
+    name: str,
+    workdir: Path,
+    *,
+    rtt_ms: float,
+    settings: Mapping[str, str],
+    synthetic: Sequence[str],
+) -> tuple[Server, Path]:
+    """The real application in demo mode; returns the server and where it writes its links."""
+    run_dir = workdir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env_file = run_dir / "bench.env"
+    env_file.write_text("# empty: the benchmark passes its settings in the environment\n")
+    links = run_dir / "links.json"
+    links.unlink(missing_ok=True)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "streambot",
+        "--env-file",
+        str(env_file),
+        "demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--rtt-ms",
+        str(rtt_ms),
+        "--links-out",
+        str(links),
+    ]
+    for spec in synthetic:
+        cmd += ["--synthetic", spec]
+    env = python_env(
+        {
+            # Access logs off for both servers compared; warnings still reach the log.
+            "LOG_LEVEL": "WARNING",
+            "LOG_DIR": str(run_dir / "logs"),
+            "SHUTDOWN_GRACE_SECONDS": "1",
+            **settings,
+        }
+    )
+    return Server(name, cmd, env=env, cwd=run_dir, ready=links.exists), links
+
+
+def static_server(name: str, workdir: Path, path: Path, *, sendfile: bool) -> tuple[Server, str]:
+    """aiohttp's own ``web.FileResponse`` serving ``path``; returns the server and the file's URL."""
+    run_dir = workdir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    ready = run_dir / "ready"
+    ready.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.static_server",
+        "--port",
+        str(port),
+        "--ready-file",
+        str(ready),
+        str(path),
+    ]
+    extra = {} if sendfile else {"AIOHTTP_NOSENDFILE": "1"}
+    server = Server(name, cmd, env=python_env(extra), cwd=run_dir, ready=ready.exists)
+    return server, f"http://127.0.0.1:{port}/{path.name}"
+
+
+def read_links(path: Path) -> dict[str, str]:
+    """File name -> download URL from the demo's links JSON."""
+    return {e["name"]: e["download_url"] for e in json.loads(path.read_text())}
+
+
+def scrape(base_url: str, timeout: float = 10.0) -> dict[str, float]:
+    """The server's /metrics as ``{"name{labels}": value}`` (comments skipped)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = float(value)
+    return out
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)

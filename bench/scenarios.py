@@ -1,0 +1,500 @@
+"""The measurements, each against servers that :mod:`bench.procs` started.
+
+Each function returns plain data (dicts of numbers) for the table, the JSON and the chart; none
+asserts a figure. Sizes and repetitions come from the caller's plan, so ``--quick`` runs the same
+code on smaller inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.procs import BenchError, Server, python_env, run_measured, scrape, wait_for
+
+MIB = 1 << 20
+GIB = 1 << 30
+FETCH_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """One range download as the load generator saw it."""
+
+    status: int
+    bytes: int
+    ttfb: float  # seconds to the first byte of the answer
+    total: float  # seconds to the last byte
+    client_cpu: float
+    client_wall: float
+
+    @property
+    def rate(self) -> float:
+        return self.bytes / self.total if self.total > 0 else 0.0
+
+
+class RangeFetcher:
+    """Single range downloads, one process each: curl when installed, else bench.loadclient."""
+
+    def __init__(self) -> None:
+        self.curl = shutil.which("curl")
+
+    @property
+    def name(self) -> str:
+        if self.curl is None:
+            return "bench.loadclient get (Python asyncio; curl not installed)"
+        out = subprocess.run(
+            [self.curl, "--version"], capture_output=True, text=True, check=False, timeout=10
+        )
+        return out.stdout.split(" (")[0] or "curl"
+
+    def fetch(self, url: str, start: int, end: int) -> Fetch:
+        if self.curl is not None:
+            fin = run_measured(
+                [
+                    self.curl,
+                    "--silent",
+                    "--show-error",
+                    "--output",
+                    "/dev/null",
+                    "--range",
+                    f"{start}-{end}",
+                    "--write-out",
+                    "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
+                    url,
+                ],
+                timeout=FETCH_TIMEOUT,
+            )
+            if fin.returncode != 0:
+                raise BenchError(f"curl failed ({fin.returncode}): {fin.stderr.strip()}")
+            status, size, ttfb, total = fin.stdout.split()
+            return Fetch(int(status), int(size), float(ttfb), float(total), fin.cpu, fin.wall)
+        fin = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadclient",
+                "get",
+                url,
+                "--start",
+                str(start),
+                "--end",
+                str(end),
+            ],
+            timeout=FETCH_TIMEOUT,
+            env=python_env(),
+        )
+        if fin.returncode != 0:
+            raise BenchError(f"bench.loadclient get failed: {fin.stderr.strip()[-500:]}")
+        r = json.loads(fin.stdout)
+        return Fetch(
+            r["status"], r["bytes"], r["time_starttransfer"], r["time_total"], fin.cpu, fin.wall
+        )
+
+
+def base_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def metric(base: str, name: str) -> float | None:
+    return scrape(base).get(name)
+
+
+def wait_idle(base: str, timeout: float) -> bool:
+    """Wait until the server tracks no stream (aborted ones are unregistered asynchronously)."""
+    return wait_for(lambda: metric(base, "streambot_active_streams") == 0, timeout=timeout)
+
+
+# ---------------------------------------------------------------------- single stream
+
+
+def stream_length(
+    fetcher: RangeFetcher, url: str, size: int, *, seconds: float, probe_bytes: int
+) -> int:
+    """Bytes that one download of ``url`` moves in about ``seconds``, from a short probe."""
+    probe = fetcher.fetch(url, 0, probe_bytes - 1)
+    return int(min(size, max(probe_bytes, probe.rate * seconds)))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSample:
+    rate: float  # bytes per second
+    server_cpu_share: float
+    server_cpu_wait_share: float
+    client_cpu_share: float
+
+
+def stream_sample(fetcher: RangeFetcher, server: Server, url: str, length: int) -> StreamSample:
+    """One download of the first ``length`` bytes, with the server's CPU use while it ran."""
+    cpu0, wait0 = server.cpu_seconds(), server.cpu_wait_seconds()
+    f = fetcher.fetch(url, 0, length - 1)
+    cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
+    if f.status != 206 or f.bytes != length:
+        raise BenchError(f"expected 206 with {length} bytes, got {f.status} with {f.bytes}")
+    return StreamSample(f.rate, cpu / f.total, wait / f.total, f.client_cpu / f.client_wall)
+
+
+def summarize(length: int, samples: list[StreamSample]) -> dict[str, Any]:
+    """The median sample (by throughput) stands for the configuration; all rates are kept."""
+    mid = sorted(samples, key=lambda x: x.rate)[len(samples) // 2]
+    return {
+        "bytes": length,
+        "mib_per_s": round(mid.rate / MIB, 1),
+        "samples_mib_per_s": [round(x.rate / MIB, 1) for x in samples],
+        "server_cpu_share": round(mid.server_cpu_share, 3),
+        "server_cpu_wait_share": round(mid.server_cpu_wait_share, 3),
+        "client_cpu_share": round(mid.client_cpu_share, 3),
+    }
+
+
+# ---------------------------------------------------------------------- time to first byte
+
+
+def time_to_first_byte(
+    fetcher: RangeFetcher, url: str, size: int, *, repeats: int
+) -> dict[str, Any]:
+    """TTFB of 1 MiB ranges starting mid-file: the first is cold (file info not cached yet)."""
+    middle = size // 2 + 12345  # deliberately not block-aligned
+    cold = fetcher.fetch(url, middle, middle + MIB - 1)
+    warm = []
+    for k in range(1, repeats + 1):
+        start = middle + k * (7 * MIB + 4099)
+        warm.append(fetcher.fetch(url, start, start + MIB - 1).ttfb * 1000)
+    return {
+        "offset": middle,
+        "cold_ms": round(cold.ttfb * 1000, 2),
+        "warm_ms_median": round(statistics.median(warm), 2),
+        "warm_ms_min": round(min(warm), 2),
+        "warm_ms_max": round(max(warm), 2),
+    }
+
+
+# ---------------------------------------------------------------------- concurrency
+
+
+class RssSampler:
+    """Samples a process's RSS in a thread: the peak when /proc's VmHWM cannot be reset."""
+
+    def __init__(self, server: Server, interval: float = 0.02) -> None:
+        self._server = server
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self._server.rss())
+            except (psutil.Error, OSError):  # the process is gone; the run reports that itself
+                return
+            self._stop.wait(self._interval)
+
+    @contextmanager
+    def running(self) -> Iterator[RssSampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+
+def concurrent_streams(
+    server: Server,
+    url: str,
+    size: int,
+    *,
+    levels: tuple[int, ...],
+    range_bytes: int,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """Aggregate throughput and memory with N streams running at once, for each N in ``levels``."""
+    base = base_of(url)
+    rows = []
+    wait_idle(base, timeout=30)
+    fresh = server.rss()  # allocators keep what earlier levels freed: compare with the start
+    for n in levels:
+        wait_idle(base, timeout=30)
+        idle = server.rss()
+        hwm = server.reset_peak_rss()
+        cpu0, wait0 = server.cpu_seconds(), server.cpu_wait_seconds()
+        ramp = max(0.2, n / 200)  # about 200 connects per second
+        with RssSampler(server).running() as sampler:
+            fin = run_measured(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.loadclient",
+                    "streams",
+                    url,
+                    "--size",
+                    str(size),
+                    "--streams",
+                    str(n),
+                    "--range-bytes",
+                    str(range_bytes),
+                    "--duration",
+                    str(seconds),
+                    "--ramp",
+                    str(ramp),
+                ],
+                timeout=seconds + ramp + 120,
+                env=python_env(),
+            )
+        cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
+        if fin.returncode != 0:
+            raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
+        r = json.loads(fin.stdout)
+        peak = max(sampler.peak, server.peak_rss() if hwm else 0)
+        rows.append(
+            {
+                "streams": n,
+                "streams_started": r["streams_started"],
+                "aggregate_mib_per_s": round(r["bytes"] / r["seconds"] / MIB, 1),
+                "per_stream_mib_per_s": round(r["bytes"] / r["seconds"] / MIB / n, 2),
+                "start_rss_mib": round(fresh / MIB, 1),
+                "idle_rss_mib": round(idle / MIB, 1),
+                "peak_rss_mib": round(peak / MIB, 1),
+                "rss_per_stream_kib": round(max(0, peak - fresh) / n / 1024, 1),
+                "server_cpu_share": round(cpu / fin.wall, 3),
+                "server_cpu_wait_share": round(wait / fin.wall, 3),
+                "client_cpu_share": round(fin.cpu_share, 3),
+                "statuses": r["statuses"],
+                "client_errors": r["errors"],
+            }
+        )
+    return rows
+
+
+_WRK_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def wrk_streams(
+    wrk: str, server: Server, url: str, *, streams: int, range_bytes: int, seconds: float
+) -> dict[str, Any]:
+    """The same load from wrk (C): a cross-check that our Python load generator is not the limit.
+
+    wrk opens every connection at once and repeats one range per connection; its figure includes
+    the ramp-up, so it reads slightly lower than the steady-state window.
+    """
+    cpu0 = server.cpu_seconds()
+    fin = run_measured(
+        [
+            wrk,
+            "--threads",
+            str(min(2, streams)),
+            "--connections",
+            str(streams),
+            "--duration",
+            f"{seconds:g}s",
+            "--timeout",
+            "60s",
+            "--header",
+            f"Range: bytes=0-{range_bytes - 1}",
+            url,
+        ],
+        timeout=seconds + 120,
+    )
+    cpu = server.cpu_seconds() - cpu0
+    match = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", fin.stdout)
+    if fin.returncode != 0 or match is None:
+        raise BenchError(f"wrk failed: {(fin.stdout + fin.stderr).strip()[-500:]}")
+    errors = re.search(r"Socket errors: (.*)", fin.stdout)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", fin.stdout)
+    return {
+        "aggregate_mib_per_s": round(float(match[1]) * _WRK_UNITS[match[2]] / MIB, 1),
+        "server_cpu_share": round(cpu / fin.wall, 3),
+        "client_cpu_share": round(fin.cpu_share, 3),
+        "socket_errors": errors[1].strip() if errors else None,
+        "non_2xx": int(non_2xx[1]) if non_2xx else 0,
+    }
+
+
+# ---------------------------------------------------------------------- CPU per GiB
+
+
+def write_same_bytes(path: Path, size: int, seed: int) -> None:
+    """A local file holding exactly the bytes of the demo's synthetic file with ``seed``."""
+    from streambot.simulator.content import synthetic_bytes
+
+    chunk = 8 * MIB
+    with path.open("wb") as f:
+        for offset in range(0, size, chunk):
+            f.write(synthetic_bytes(seed, offset, min(chunk, size - offset)))
+
+
+def cpu_per_gib(
+    fetcher: RangeFetcher, server: Server, url: str, size: int, *, repeats: int
+) -> dict[str, Any]:
+    """Server CPU seconds per GiB sent, downloading the whole file ``repeats`` times."""
+    fetcher.fetch(url, 0, min(size, MIB) - 1)  # warm: file info cached, sessions open
+    cpu0 = server.cpu_seconds()
+    sent = 0
+    elapsed = 0.0
+    client_cpu = 0.0
+    client_wall = 0.0
+    for _ in range(repeats):
+        f = fetcher.fetch(url, 0, size - 1)
+        if f.bytes != size:
+            raise BenchError(f"{server.name}: got {f.bytes} of {size} bytes")
+        sent += f.bytes
+        elapsed += f.total
+        client_cpu += f.client_cpu
+        client_wall += f.client_wall
+    cpu = server.cpu_seconds() - cpu0
+    return {
+        "bytes": sent,
+        "cpu_seconds": round(cpu, 3),
+        "cpu_s_per_gib": round(cpu / (sent / GIB), 3),
+        "mib_per_s": round(sent / elapsed / MIB, 1),
+        "client_cpu_share": round(client_cpu / client_wall, 3),
+    }
+
+
+def same_bytes(a: str, b: str, start: int, length: int) -> bool:
+    """Whether two servers answer one range with identical bytes (a few MiB, read here)."""
+    bodies = []
+    for url in (a, b):
+        request = urllib.request.Request(
+            url, headers={"Range": f"bytes={start}-{start + length - 1}"}
+        )
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as resp:
+            bodies.append(resp.read())
+    return bodies[0] == bodies[1] and len(bodies[0]) == length
+
+
+def mtproto_decrypt_cost() -> float | None:
+    """CPU seconds per GiB of AES-256-IGE decryption (TgCrypto), which the simulator skips."""
+    try:
+        import tgcrypto
+    except ImportError:
+        return None
+    data = bytes(MIB)
+    key, iv = bytes(range(32)), bytes(range(32, 64))
+    rounds = 64
+    t0 = time.process_time()
+    for _ in range(rounds):
+        tgcrypto.ige256_decrypt(data, key, iv)
+    return round((time.process_time() - t0) / (rounds * MIB / GIB), 3)
+
+
+# ---------------------------------------------------------------------- leak check
+
+
+def aborted_downloads(
+    server: Server,
+    url: str,
+    size: int,
+    *,
+    count: int,
+    batches: int,
+    warmup: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    """RSS and open asyncio tasks before, during and after ``count`` abandoned downloads."""
+    base = base_of(url)
+
+    def aborts(n: int) -> dict[str, Any]:
+        fin = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadclient",
+                "abort",
+                url,
+                "--size",
+                str(size),
+                "--count",
+                str(n),
+                "--concurrency",
+                str(concurrency),
+            ],
+            timeout=600,
+            env=python_env(),
+        )
+        if fin.returncode != 0:
+            raise BenchError(f"bench.loadclient abort failed: {fin.stderr.strip()[-800:]}")
+        result: dict[str, Any] = json.loads(fin.stdout)
+        result["client_cpu_share"] = round(fin.cpu_share, 3)
+        return result
+
+    def snapshot(done: int, idle: bool) -> dict[str, Any]:
+        m = scrape(base)
+        return {
+            "aborted": done,
+            "rss_mib": round(server.rss() / MIB, 1),
+            "asyncio_tasks": m.get("streambot_asyncio_tasks"),
+            "active_streams": m.get("streambot_active_streams"),
+            "settled": idle,
+        }
+
+    def getfile_requests() -> float:
+        return sum(
+            v
+            for k, v in scrape(base).items()
+            if k.startswith("streambot_telegram_requests_total") and "upload.GetFile" in k
+        )
+
+    aborts(warmup)  # first-use allocations (sessions, caches, pools) are not leaks
+    before = snapshot(0, wait_idle(base, timeout=30))
+    requests_before = getfile_requests()
+    series = [before]
+    statuses: dict[str, int] = {}
+    errors = 0
+    done = 0
+    client_share = 0.0
+    per_batch = max(1, count // batches)
+    while done < count:
+        n = min(per_batch, count - done)
+        r = aborts(n)
+        done += n
+        errors += r["errors"]
+        client_share = max(client_share, r["client_cpu_share"])
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+        series.append(snapshot(done, wait_idle(base, timeout=30)))
+    after = series[-1]
+    requests = getfile_requests() - requests_before
+    # Allocators keep freed memory for reuse, so RSS first climbs to a plateau; a leak keeps
+    # climbing. The second half of the run shows which.
+    half = series[len(series) // 2]
+    return {
+        "aborted": done,
+        "warmup": warmup,
+        "rss_before_mib": before["rss_mib"],
+        "rss_after_mib": after["rss_mib"],
+        "rss_growth_kib_per_1000": round(
+            (after["rss_mib"] - before["rss_mib"]) * 1024 / (done / 1000), 1
+        ),
+        "second_half_growth_kib_per_1000": round(
+            (after["rss_mib"] - half["rss_mib"])
+            * 1024
+            / max(1e-9, (done - half["aborted"]) / 1000),
+            1,
+        ),
+        # Telegram work a viewer who leaves early costs: the prefetch window already in flight.
+        "getfile_per_abort": round(requests / done, 2),
+        "tasks_before": before["asyncio_tasks"],
+        "tasks_after": after["asyncio_tasks"],
+        "active_streams_after": after["active_streams"],
+        "statuses": statuses,
+        "client_errors": errors,
+        "client_cpu_share": client_share,
+        "series": series,
+    }

@@ -1,0 +1,107 @@
+"""The admins' /memory report, asked for in Telegram through the simulator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from streambot.simulator import SyntheticContent
+from streambot.simulator.world import World
+from utils.smart_logger import SmartLogFilter, install
+
+from .conftest import Running, StartApp
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def log_filter() -> Iterator[SmartLogFilter]:
+    """A rate limiter on a root handler, as ``python -m streambot`` configures logging."""
+    handler = logging.NullHandler()
+    smart = install(handler, max_keys=1000)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield smart
+    finally:
+        root.removeHandler(handler)
+
+
+async def ask(running: Running, text: str, user: object | None = None) -> str:
+    world = running.world
+    tg = world.telegram
+    who = user or world.admin
+    before = len(tg.replies(who))  # type: ignore[arg-type]
+    await tg.send_user_message(who, world.main_bot, text=text)  # type: ignore[arg-type]
+    replies = await tg.wait_replies(who, before + 1)  # type: ignore[arg-type]
+    return replies[-1].text
+
+
+async def test_memory_report_shows_every_figure(
+    world: World, start_app: StartApp, log_filter: SmartLogFilter
+) -> None:
+    """/memory from an admin answers with memory, loop, streams, clients, caches, jobs and GC."""
+    app = await start_app(world)
+    logging.getLogger("streambot.test").warning("one line for the logger cache")
+    text = await ask(app, "/memory")
+    lines = text.splitlines()
+    assert lines[0] == "StreamBot memory: OK"
+    labels = [line.split("  ")[0] for line in lines[2:12]]
+    assert labels == [
+        "RSS",
+        "VMS",
+        "Process",
+        "Limit",
+        "System avail",
+        "Loop lag",
+        "Threads",
+        "Tasks",
+        "Streams",
+        "Uptime",
+    ]
+    rss_mb = float(lines[2].split()[1])
+    assert 10 < rss_mb < 100_000
+    assert lines[2].endswith(" MB")
+    assert "Clients 1/1 healthy" in lines
+    assert "@streambot_demo_bot (main)" in lines
+    assert "  healthy, 0 streams" in lines
+    assert any(line.startswith("File info    0 / 1024") for line in lines)
+    assert any(line.startswith("Logger keys") and line.endswith("/ 1000") for line in lines)
+    for job in ("fleet check", "memory check", "memory log", "gc + report", "bandwidth"):
+        assert any(line.startswith(job) and " in " in line for line in lines), job
+    assert "Last GC: not yet" in lines
+    assert max(len(line) for line in lines) <= 40
+    # Sent as a Markdown code block: the fences were turned into a monospace entity.
+    assert "```" not in text
+    assert "secret" not in text.lower()
+
+
+async def test_memory_report_follows_streams_and_gc(world: World, start_app: StartApp) -> None:
+    """A running download shows as an active stream on its client; a GC shows its result."""
+    size = 24 * MIB
+    _, msg_id = world.store(SyntheticContent(size, seed=3), name="big.bin")
+    app = await start_app(world)
+    scheduler = app.services.scheduler
+    assert scheduler is not None
+    assert await scheduler.run("gc_report")
+    resp = await app.client.get(app.dl_path(msg_id, "big.bin"))
+    await resp.content.readexactly(64 * 1024)
+
+    lines = (await ask(app, "/memory")).splitlines()
+    assert "Streams       1" in lines
+    assert "  healthy, 1 stream" in lines
+    assert any(line.split() == ["File", "info", "1", "/", "1024"] for line in lines)
+    gc_line = lines[lines.index(next(ln for ln in lines if ln.startswith("Last GC"))) + 1]
+    assert "objects" in gc_line
+    assert "MB freed" in gc_line
+    resp.close()
+
+
+async def test_memory_report_is_for_admins_only(world: World, start_app: StartApp) -> None:
+    """Anyone else gets a polite refusal and no figures."""
+    app = await start_app(world)
+    stranger = world.telegram.add_user("Mallory")
+    text = await ask(app, "/memory", stranger)
+    assert text == "Sorry, /memory is for admins only."

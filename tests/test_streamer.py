@@ -1,0 +1,389 @@
+"""The prefetching GetFile streamer: requests in flight, the shared budget, and fault recovery.
+
+Faults are injected into the simulator mid-body (``skip=K`` lets K requests through first) and the
+outcome is checked through real HTTP: a byte-exact body, or a connection the client sees fail,
+never a short body that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from streambot.blocks import MIB
+from streambot.fleet import FleetClient
+from streambot.simulator import SyntheticContent
+from streambot.simulator.world import World, build_world
+from streambot.streamer import InflightBudget
+
+from .conftest import Running, StartApp
+from .test_download import (
+    SMALL_BLOCKS,
+    _no_rule_breaking_getfile,  # noqa: F401  (autouse: every test checks Telegram's rules)
+    eventually,
+    expected,
+)
+
+BLOCK = 4096
+BLOCKS = 24
+SIZE = BLOCKS * BLOCK - 123  # the last block is partial
+SEED = 21
+ABORTED = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)
+
+
+async def start_with_file(
+    world: World, start_app: StartApp, size: int = SIZE, **overrides: Any
+) -> tuple[Running, str]:
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="f.bin")
+    app = await start_app(world, **{**SMALL_BLOCKS, **overrides})
+    return app, app.dl_path(msg_id, "f.bin")
+
+
+async def get_exact(app: Running, path: str, size: int = SIZE) -> None:
+    resp = await app.client.get(path)
+    assert resp.status == 200
+    assert await resp.read() == expected(SEED, 0, size - 1)
+
+
+async def get_aborted(app: Running, path: str) -> None:
+    """The response starts (200) but the client sees the transfer fail, not a short body."""
+    resp = await app.client.get(path)
+    assert resp.status == 200
+    with pytest.raises(ABORTED):
+        await resp.read()
+
+
+def quiescent(app: Running) -> bool:
+    services = app.services
+    return (
+        len(services.registry) == 0
+        and services.budget.used == 0
+        and services.budget.active_streams == 0
+        and all(fc.active_streams == 0 for fc in services.fleet.clients)
+    )
+
+
+def client(app: Running, index: int) -> FleetClient:
+    return app.services.fleet.clients[index]
+
+
+# ----------------------------------------------------------------------------- prefetch
+
+
+@pytest.mark.parametrize("prefetch", [1, 4, 8])
+async def test_prefetch_keeps_n_requests_in_flight(
+    world: World, start_app: StartApp, prefetch: int
+) -> None:
+    """With STREAM_PREFETCH=N exactly N GetFile requests are in flight at once, bytes in order."""
+    app, path = await start_with_file(world, start_app, stream_prefetch=prefetch)
+    world.telegram.rtt = 0.01
+    await get_exact(app, path)
+    assert world.telegram.max_inflight["upload.GetFile"] == prefetch
+    offsets = [c.offset for c in world.telegram.getfile_calls()]
+    assert offsets == [i * BLOCK for i in range(BLOCKS)]  # each block asked once, in order
+
+
+async def test_prefetch_1_is_strictly_sequential(world: World, start_app: StartApp) -> None:
+    """STREAM_PREFETCH=1 never has two GetFile requests in flight, even across several ranges."""
+    app, path = await start_with_file(world, start_app, stream_prefetch=1)
+    world.telegram.rtt = 0.005
+    resp = await app.client.get(path, headers={"Range": "bytes=0-9000,50000-60000"})
+    assert resp.status == 206
+    await resp.read()
+    assert world.telegram.max_inflight["upload.GetFile"] == 1
+    offsets = [c.offset or 0 for c in world.telegram.getfile_calls()]
+    assert offsets == sorted(offsets)
+
+
+async def test_tiny_budget_shrinks_windows_and_never_deadlocks(
+    world: World, start_app: StartApp
+) -> None:
+    """Many streams under a 1 MiB budget of 16 KiB blocks all finish byte-exact within budget."""
+    size = 40 * 16384 + 99
+    app, path = await start_with_file(
+        world,
+        start_app,
+        size=size,
+        stream_block_size_kib=16,
+        stream_prefetch=8,
+        stream_memory_budget_mb=1,
+    )
+    world.telegram.rtt = 0.002
+    budget = app.services.budget
+    await asyncio.gather(*(get_exact(app, path, size) for _ in range(30)))
+    assert budget.peak <= budget.total
+    # 30 streams x 8 blocks x 16 KiB would be 3.75 MiB; at most 64 blocks fit in 1 MiB.
+    assert world.telegram.max_inflight["upload.GetFile"] <= budget.total // 16384
+    assert quiescent(app)
+
+
+async def test_budget_of_one_block_serialises_real_1mib_blocks(
+    world: World, start_app: StartApp
+) -> None:
+    """With a budget of one 1 MiB block, concurrent streams take turns and all complete."""
+    size = 3 * MIB + 5
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="big.bin")
+    app = await start_app(world, stream_memory_budget_mb=1, stream_prefetch=4)
+    path = app.dl_path(msg_id)
+    await asyncio.gather(*(get_exact(app, path, size) for _ in range(6)))
+    assert world.telegram.max_inflight["upload.GetFile"] == 1
+    assert app.services.budget.peak == MIB
+    assert quiescent(app)
+
+
+async def test_paused_streams_shed_prefetch_so_a_new_stream_starts(
+    world: World, start_app: StartApp
+) -> None:
+    """Two paused consumers holding the whole budget give back prefetch for a third to start."""
+    size = 64 * 65536
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="f.bin")
+    app = await start_app(
+        world, stream_block_size_kib=64, stream_prefetch=8, stream_memory_budget_mb=1
+    )
+    streamer, budget = app.services.streamer, app.services.budget
+    info = await app.services.catalog.info(msg_id)
+    streams = [streamer.stream(info, 0, size - 1) for _ in range(3)]
+    received: list[list[bytes]] = [[], [], []]
+    for i in (0, 1):  # each consumer takes one chunk and pauses: its prefetch completes
+        received[i].append(bytes(await anext(streams[i])))
+        await eventually(lambda: world.telegram.inflight["upload.GetFile"] == 0)
+    assert budget.used == budget.total  # 2 x (1 chunk + 7 prefetched) x 64 KiB = 1 MiB
+    received[2].append(bytes(await asyncio.wait_for(anext(streams[2]), 5)))
+    assert budget.shed_blocks > 0
+    for i, stream in enumerate(streams):
+        received[i].extend([bytes(chunk) async for chunk in stream])
+        assert b"".join(received[i]) == expected(SEED, 0, size - 1)
+    assert budget.peak <= budget.total
+    assert quiescent(app)
+
+
+async def test_budget_window_is_a_fair_share() -> None:
+    """Each active stream's window is its prefetch, shrunk to a fair share, never below one."""
+    budget = InflightBudget(8 * MIB)
+    budget.active_streams = 1
+    assert budget.window(4, MIB) == 4
+    budget.active_streams = 4
+    assert budget.window(4, MIB) == 2
+    budget.active_streams = 100
+    assert budget.window(4, MIB) == 1
+
+
+async def test_budget_waiters_are_served_in_order_and_cancellation_returns_budget() -> None:
+    """acquire() waits first-come first-served; a cancelled waiter leaves nothing held."""
+    budget = InflightBudget(2 * MIB)
+    await budget.acquire(2 * MIB)
+    first = asyncio.create_task(budget.acquire(MIB))
+    second = asyncio.create_task(budget.acquire(MIB))
+    third = asyncio.create_task(budget.acquire(MIB))
+    await asyncio.sleep(0)
+    assert not budget.try_acquire(1)  # waiters go first
+    second.cancel()
+    budget.release(2 * MIB)
+    await asyncio.wait_for(asyncio.gather(first, third), 1)
+    assert second.cancelled()
+    assert budget.used == 2 * MIB
+    budget.release(2 * MIB)
+    assert budget.used == 0
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+async def test_expired_reference_mid_stream_refetches_and_resumes(
+    world: World, start_app: StartApp
+) -> None:
+    """FILE_REFERENCE_EXPIRED mid-body re-fetches the message and the body stays byte-exact."""
+    app, path = await start_with_file(world, start_app)
+    await app.client.head(path)  # warm the catalog: only the refresh should ask again
+    before = world.telegram.count("channels.GetMessages")
+    world.telegram.inject("upload.GetFile", code=400, message="FILE_REFERENCE_EXPIRED", skip=6)
+    await get_exact(app, path)
+    assert world.telegram.count("channels.GetMessages") == before + 1
+
+
+async def test_really_expired_reference_is_refreshed(world: World, start_app: StartApp) -> None:
+    """A cached location whose reference Telegram has since expired is refreshed transparently."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    app = await start_app(world, **SMALL_BLOCKS)
+    path = app.dl_path(msg_id)
+    await get_exact(app, path)
+    before = world.telegram.count("channels.GetMessages")
+    world.telegram.expire_file_reference(f.media_id)
+    await get_exact(app, path)
+    await get_exact(app, path)  # the refreshed location is cached
+    assert world.telegram.count("channels.GetMessages") == before + 1
+
+
+async def test_long_floodwait_moves_stream_to_another_client(start_app: StartApp) -> None:
+    """A FloodWait above the threshold moves the stream to the other client, byte-exact."""
+    world = build_world(workers=1)
+    app, path = await start_with_file(world, start_app)
+    main, worker = client(app, 0), client(app, 1)
+    world.telegram.flood_wait(30, skip=5, bot=world.main_bot)
+    await get_exact(app, path)
+    assert app.services.fleet.in_cooldown(main)
+    assert not app.services.fleet.in_cooldown(worker)
+    by_client = [c.client for c in world.telegram.getfile_calls()]
+    assert by_client[0] == main.name
+    assert by_client[-1] == worker.name
+    assert world.telegram.count("channels.GetMessages", worker.name) >= 1
+    # New streams avoid the cooling client.
+    world.telegram.calls.clear()
+    await get_exact(app, path)
+    assert {c.client for c in world.telegram.getfile_calls()} == {worker.name}
+    assert quiescent(app)
+
+
+async def test_short_floodwait_is_waited_out_in_place(world: World, start_app: StartApp) -> None:
+    """A FloodWait within STREAM_FLOOD_SLEEP_SECONDS is slept through on the same client."""
+    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=2.0)
+    await app.client.head(path)
+    before = world.telegram.count("channels.GetMessages")
+    world.telegram.flood_wait(1, skip=5)
+    await get_exact(app, path)
+    assert not app.services.fleet.in_cooldown(client(app, 0))
+    assert world.telegram.count("channels.GetMessages") == before  # no failover, no refresh
+    assert max(c.offset or 0 for c in world.telegram.getfile_calls()) == (BLOCKS - 1) * BLOCK
+
+
+async def test_long_floodwait_with_one_client_waits_then_resumes(
+    world: World, start_app: StartApp
+) -> None:
+    """With no other client, a FloodWait over the threshold is waited out and the body completes."""
+    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=0.5)
+    world.telegram.flood_wait(1, skip=5)
+    await get_exact(app, path)
+    assert quiescent(app)
+
+
+async def test_floodwait_beyond_max_wait_aborts(world: World, start_app: StartApp) -> None:
+    """A FloodWait longer than STREAM_MAX_WAIT_SECONDS with one client cuts the connection."""
+    app, path = await start_with_file(world, start_app, stream_max_wait_seconds=1.0)
+    world.telegram.flood_wait(30, skip=5)
+    await get_aborted(app, path)
+    await eventually(lambda: quiescent(app))
+
+
+@pytest.mark.parametrize("kind", ["drop", "oserror"])
+async def test_network_errors_are_retried(world: World, start_app: StartApp, kind: str) -> None:
+    """A dropped answer or a connection reset mid-body is retried and the body is byte-exact."""
+    app, path = await start_with_file(world, start_app)
+    world.telegram.inject("upload.GetFile", kind=kind, skip=5, times=2)  # type: ignore[arg-type]
+    await get_exact(app, path)
+    assert quiescent(app)
+
+
+async def test_persistent_network_failure_aborts(world: World, start_app: StartApp) -> None:
+    """When the network keeps failing mid-body the connection is cut after bounded retries."""
+    app, path = await start_with_file(world, start_app, stream_retries=1)
+    world.telegram.inject("upload.GetFile", kind="oserror", skip=5, times=10_000)
+    await get_aborted(app, path)
+    await eventually(lambda: quiescent(app))
+
+
+async def test_network_failure_on_every_client_aborts(start_app: StartApp) -> None:
+    """With two clients both failing, the stream gives up (bounded) instead of ping-ponging."""
+    world = build_world(workers=1)
+    app, path = await start_with_file(world, start_app, stream_retries=0)
+    world.telegram.inject("upload.GetFile", kind="oserror", skip=5, times=10_000)
+    await get_aborted(app, path)
+    await eventually(lambda: quiescent(app))
+
+
+async def test_rpc_error_mid_stream_aborts_the_connection(
+    world: World, start_app: StartApp
+) -> None:
+    """An unrecoverable Telegram error mid-body aborts the connection, never a short 200."""
+    app, path = await start_with_file(world, start_app)
+    world.telegram.inject("upload.GetFile", code=400, message="FILE_ID_INVALID", skip=6)
+    await get_aborted(app, path)
+    await eventually(lambda: quiescent(app))
+    # The connection pool recovered: the next request is served normally.
+    await get_exact(app, path)
+
+
+async def test_aborted_range_response_is_not_short(world: World, start_app: StartApp) -> None:
+    """A 206 whose stream fails mid-body is aborted too, whether single-part or multipart."""
+    app, path = await start_with_file(world, start_app)
+    for header in ("bytes=100-", "bytes=0-10,8000-"):
+        world.telegram.inject("upload.GetFile", code=400, message="FILE_ID_INVALID", skip=4)
+        resp = await app.client.get(path, headers={"Range": header})
+        assert resp.status == 206
+        with pytest.raises(ABORTED):
+            await resp.read()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"code": 400, "message": "FILE_ID_INVALID"},
+        {"code": 420, "message": "FLOOD_WAIT_30"},
+    ],
+)
+async def test_error_on_first_block_is_a_clean_502(
+    world: World, start_app: StartApp, fault: dict[str, Any]
+) -> None:
+    """When the very first block fails, the viewer gets a 502 with Retry-After, not a cut body."""
+    app, path = await start_with_file(world, start_app, stream_max_wait_seconds=1.0)
+    world.telegram.inject("upload.GetFile", **fault)
+    resp = await app.client.get(path)
+    assert resp.status == 502
+    assert resp.headers["Retry-After"].isdigit()
+    assert await resp.text() == "Telegram did not answer; try again shortly.\n"
+    await eventually(lambda: quiescent(app))
+
+
+async def test_offline_client_gives_502(world: World, start_app: StartApp) -> None:
+    """An unreachable only client (file info cached) answers 502, not a hang or a 500."""
+    app, path = await start_with_file(world, start_app, stream_retries=0)
+    await get_exact(app, path)
+    world.telegram.set_offline(world.main_bot)
+    resp = await app.client.get(path)
+    assert resp.status == 502
+    assert "Retry-After" in resp.headers
+    world.telegram.set_offline(world.main_bot, False)
+    await get_exact(app, path)
+
+
+async def test_file_on_another_dc_is_read_there(world: World, start_app: StartApp) -> None:
+    """A file stored on DC 4 is read through a media session on DC 4."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    f.dc_id = 4
+    app = await start_app(world, **SMALL_BLOCKS)
+    await get_exact(app, app.dl_path(msg_id))
+    calls = world.telegram.getfile_calls()
+    assert {(c.dc_id, c.is_media) for c in calls} == {(4, True)}
+
+
+async def test_file_migrate_mid_life_follows_the_file(world: World, start_app: StartApp) -> None:
+    """FILE_MIGRATE_4 on a cached location moves to DC 4, byte-exact, and is remembered."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    app = await start_app(world, **SMALL_BLOCKS)
+    path = app.dl_path(msg_id)
+    await get_exact(app, path)
+    f.dc_id = 4  # Telegram moved the file; our cached location still says DC 2
+    world.telegram.calls.clear()
+    await get_exact(app, path)
+    assert world.telegram.getfile_calls()[0].dc_id == 2
+    assert world.telegram.getfile_calls()[-1].dc_id == 4
+    world.telegram.calls.clear()
+    await get_exact(app, path)
+    assert {c.dc_id for c in world.telegram.getfile_calls()} == {4}
+
+
+async def test_concurrent_streams_open_one_media_session_per_dc(
+    world: World, start_app: StartApp
+) -> None:
+    """Streams starting together on a new DC share one media session instead of leaking several."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    f.dc_id = 4
+    app = await start_app(world, **SMALL_BLOCKS)
+    await app.client.head(app.dl_path(msg_id))
+    imports = world.telegram.count("auth.ImportAuthorization")
+    path = app.dl_path(msg_id)
+    await asyncio.gather(*(get_exact(app, path) for _ in range(6)))
+    # pyrogram opens DC 4's main session and then its media session: one import each.
+    assert world.telegram.count("auth.ImportAuthorization") == imports + 2
