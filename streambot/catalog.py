@@ -189,7 +189,9 @@ class Catalog:
         ttl: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         on_request: Callable[[str, str], None] | None = None,
+        lookup_timeout: float = 15.0,
     ) -> None:
+        self.lookup_timeout = lookup_timeout
         self._fleet = fleet
         self._channel_id = channel_id
         self.info_cache: BoundedTTLCache[int, FileInfo] = BoundedTTLCache(limit, ttl, clock)
@@ -205,7 +207,10 @@ class Catalog:
     async def _fetch(self, fc: FleetClient, message_id: int) -> tuple[FileInfo, FileLocation]:
         self._on_request("channels.GetMessages", fc.name)
         try:
-            message = await fc.client.get_messages(self._channel_id, message_id)
+            # pyrogram's get_messages sleeps through any FloodWait (sleep_threshold=-1), however
+            # long; bound it so a viewer gets a 502 with Retry-After instead of a hung request.
+            async with asyncio.timeout(self.lookup_timeout):
+                message = await fc.client.get_messages(self._channel_id, message_id)
         except RPCError as exc:
             log.warning("get_messages(%s) via %s failed: %s", message_id, fc.name, exc.ID)
             raise

@@ -191,3 +191,16 @@ async def test_location_is_per_client_and_refreshes_an_expired_reference(
     assert fresh.location.file_reference != loc_main.location.file_reference
     assert fresh.location.file_reference == f.file_reference(world.main_bot.bot_id)
     await catalog.close()
+
+
+async def test_long_floodwait_on_lookup_gives_502_not_a_hung_request(world, start_app) -> None:
+    """pyrogram sleeps through FloodWait in get_messages; the catalog bounds it and answers 502."""
+    from streambot.simulator import SyntheticContent as Content
+
+    _, msg = world.store(Content(100, seed=1), name="a.bin")
+    app = await start_app(world)
+    app.services.catalog.lookup_timeout = 0.3
+    world.telegram.flood_wait(3600, method="channels.GetMessages")
+    resp = await app.client.get(app.dl_path(msg, "a.bin"))
+    assert resp.status == 502
+    assert resp.headers["Retry-After"]

@@ -602,7 +602,7 @@ class SimulatedTelegram:
         for candidate in self.bots.values():
             if candidate.token == q.bot_auth_token:
                 return raw.types.auth.Authorization(user=candidate.raw_user())
-        self._err(q, 401, "ACCESS_TOKEN_INVALID")
+        self._err(q, 400, "ACCESS_TOKEN_INVALID")
         return None
 
     def on_updates_GetState(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
