@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -222,69 +226,22 @@ def _db_total(db: Path) -> int:
         con.close()
 
 
-def test_crash_loses_at_most_one_flush_interval(tmp_path: Path) -> None:
-    """Killed with SIGKILL between flushes, the database keeps every byte flushed before the kill."""
-    port = _free_port()
+@contextlib.contextmanager
+def demo_process(
+    tmp_path: Path, flush_seconds: str
+) -> Iterator[tuple[subprocess.Popen[bytes], list[dict], Path]]:
+    """Run the demo in a subprocess with its data in ``tmp_path``; yields it once its links exist."""
     data = tmp_path / "data"
+    links = tmp_path / "links.json"
     env = {
         **os.environ,
         "DATA_DIR": str(data),
-        "BANDWIDTH_FLUSH_SECONDS": "0.3",
+        "BANDWIDTH_FLUSH_SECONDS": flush_seconds,
         "LOG_LEVEL": "WARNING",
     }
-    links = tmp_path / "links.json"
+    command = [sys.executable, "-m", "streambot", "demo", "--port", str(_free_port())]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streambot", "demo", "--port", str(port), "--links-out", str(links)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not links.exists():
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        import json
-        import urllib.request
-
-        entries = json.loads(links.read_text())
-        small = next(e for e in entries if e["name"].endswith(".txt"))
-        big = next(e for e in entries if e["name"].endswith(".zip"))
-        with urllib.request.urlopen(small["download_url"]) as r:
-            first = len(r.read())
-        db = data / "streambot.sqlite3"
-        while _db_total(db) < first:  # wait for a flush (bounded by the deadline)
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        with urllib.request.urlopen(big["download_url"]) as r:
-            second = len(r.read())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        persisted = _db_total(db)
-        assert first <= persisted <= first + second
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
-def test_clean_shutdown_loses_nothing(tmp_path: Path) -> None:
-    """After SIGTERM every byte sent is in the database."""
-    port = _free_port()
-    data = tmp_path / "data"
-    env = {
-        **os.environ,
-        "DATA_DIR": str(data),
-        "BANDWIDTH_FLUSH_SECONDS": "3600",
-        "LOG_LEVEL": "WARNING",
-    }
-    links = tmp_path / "links.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streambot", "demo", "--port", str(port), "--links-out", str(links)],
+        [*command, "--links-out", str(links)],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -293,20 +250,41 @@ def test_clean_shutdown_loses_nothing(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 30
         while not links.exists():
-            assert proc.poll() is None
-            assert time.monotonic() < deadline
+            assert proc.poll() is None, "the demo exited early"
+            assert time.monotonic() < deadline, "the demo did not start in 30 s"
             time.sleep(0.05)
-        import json
-        import urllib.request
-
-        sent = 0
-        for e in json.loads(links.read_text()):
-            with urllib.request.urlopen(e["download_url"]) as r:
-                sent += len(r.read())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        assert _db_total(data / "streambot.sqlite3") == sent
+        yield proc, json.loads(links.read_text()), data / "streambot.sqlite3"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _download(url: str) -> int:
+    with urllib.request.urlopen(url) as r:
+        return len(r.read())
+
+
+def test_crash_loses_at_most_one_flush_interval(tmp_path: Path) -> None:
+    """Killed with SIGKILL between flushes, the database keeps every byte flushed before the kill."""
+    with demo_process(tmp_path, flush_seconds="0.3") as (proc, entries, db):
+        small = next(e for e in entries if e["name"].endswith(".txt"))
+        big = next(e for e in entries if e["name"].endswith(".zip"))
+        first = _download(small["download_url"])
+        deadline = time.monotonic() + 10
+        while _db_total(db) < first:  # wait for a flush, bounded by the deadline
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = _download(big["download_url"])
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert first <= _db_total(db) <= first + second
+
+
+def test_clean_shutdown_loses_nothing(tmp_path: Path) -> None:
+    """After SIGTERM every byte sent is in the database, though no periodic flush ran."""
+    with demo_process(tmp_path, flush_seconds="3600") as (proc, entries, db):
+        sent = sum(_download(e["download_url"]) for e in entries)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert _db_total(db) == sent
