@@ -134,7 +134,7 @@ class InflightBudget:
 
 @dataclass(frozen=True, slots=True)
 class StreamerConfig:
-    prefetch: int = 4
+    prefetch: int = 8
     block_size: int = MIB
     retries: int = 3  # network errors per block before trying another client
     retry_base_delay: float = 0.25  # doubles per attempt
