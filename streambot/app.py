@@ -20,14 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from routes import api, download, player
 from streambot import keys
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.blocks import MIB
-from streambot.bot.handlers import BotContext, BotHandlers, human_size
+from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.notify import AdminNotifier
 from streambot.bot.ratelimit import LinkRateLimiter
 from streambot.catalog import Catalog
@@ -145,7 +144,7 @@ async def create_app(
     )
     services.notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
     _build_operations(services, log_filter)
-    services.bot.ctx.stats_report = lambda: basic_memory_report(services)
+    services.bot.ctx.stats_report = lambda: stats_report(services)
 
     app[SERVICES] = services
     app[keys.SETTINGS] = settings
@@ -425,11 +424,15 @@ async def _on_shutdown(app: web.Application) -> None:
         log.info("shutdown: cut %d stream(s) still running after %.0fs", cut, grace)
 
 
-async def basic_memory_report(services: Services) -> str:
-    rss = psutil.Process().memory_info().rss
-    fleet = services.fleet
-    return (
-        f"RSS: {human_size(rss)}\n"
-        f"Active streams: {len(services.registry)}\n"
-        f"Clients: {fleet.healthy_count()}/{len(fleet.clients)} healthy"
-    )
+async def stats_report(services: Services) -> str:
+    """The streams-and-fleet part of /stats (bandwidth usage is added by the bot)."""
+    fleet, registry = services.fleet, services.registry
+    lines = [
+        f"Active streams: {len(registry)} (completed since start: {registry.completed})",
+        f"Clients: {fleet.healthy_count()}/{len(fleet.clients)} healthy",
+    ]
+    for fc in fleet.clients:
+        lines.append(
+            f"  {fc.label()}: {fc.state}, {fc.active_streams} streams, {fc.total_streams} total"
+        )
+    return "\n".join(lines)

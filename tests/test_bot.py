@@ -241,3 +241,16 @@ async def test_link_ttl_puts_an_expiry_in_new_links(world: World, start_app: Sta
     with pytest.raises(links.ExpiredLink):
         links.verify(token, LINK_SECRET, now=claims.expires_at)
     assert (await app.client.get(dl_path(reply))).status == 200
+
+
+async def test_stats_shows_streams_bytes_today_and_fleet(world: World, start_app: StartApp) -> None:
+    """/stats reports active streams, bytes served today against the limit, and each client's state."""
+    _, msg = world.store(SyntheticContent(5000, seed=2), name="s.bin")
+    app = await start_app(world, bandwidth_daily_limit_gb=1.0)
+    assert len(await (await app.client.get(app.dl_path(msg))).read()) == 5000
+    await app.services.bandwidth.flush()
+    (reply,) = await say(app, world.admin, text="/stats")
+    assert "Active streams: 0" in reply
+    assert "Clients: 1/1 healthy" in reply
+    assert f"@{world.main_bot.username}: healthy" in reply
+    assert "Served today: 0.00 GB of 1.00 GB" in reply
