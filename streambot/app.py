@@ -46,6 +46,8 @@ from utils.stream_cleanup import StreamRegistry
 
 log = logging.getLogger(__name__)
 
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
 SERVICES = web.AppKey("services", "Services")
 
 
@@ -163,9 +165,9 @@ async def create_app(
 
     if simulator is not None:
         app.cleanup_ctx.append(_simulator_ctx)
-    app.cleanup_ctx.append(_memory_log_ctx)
+    app.cleanup_ctx.append(_memory_log_span("Startup", "Shutdown", flush=True))
     app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_fleet_start_mark_ctx)
+    app.cleanup_ctx.append(_memory_log_span("Fleet start", "Fleet stop"))
     app.cleanup_ctx.append(_fleet_ctx)
     app.cleanup_ctx.append(_supervisor_ctx)
     app.cleanup_ctx.append(_bandwidth_ctx)
@@ -245,27 +247,21 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _memory_log_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The daily memory log: ">>> Startup" first, "<<< Shutdown" last."""
-    memlog = app[SERVICES].memlog
-    assert memlog is not None
-    await memlog.mark_start("Startup")
-    try:
-        yield
-    finally:
-        await memlog.mark_end("Shutdown")
-        await memlog.flush()
+def _memory_log_span(start: str, end: str, *, flush: bool = False) -> CleanupCtx:
+    """A ctx entry that brackets what follows it in the memory log: ">>> start" ... "<<< end"."""
 
+    async def span(app: web.Application) -> AsyncIterator[None]:
+        memlog = app[SERVICES].memlog
+        assert memlog is not None
+        await memlog.mark_start(start)
+        try:
+            yield
+        finally:
+            await memlog.mark_end(end)
+            if flush:
+                await memlog.flush()
 
-async def _fleet_start_mark_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Brackets the fleet in the memory log: ">>> Fleet start" before it, "<<< Fleet stop" after."""
-    memlog = app[SERVICES].memlog
-    assert memlog is not None
-    await memlog.mark_start("Fleet start")
-    try:
-        yield
-    finally:
-        await memlog.mark_end("Fleet stop")
+    return span
 
 
 async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
