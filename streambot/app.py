@@ -340,6 +340,7 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
             channel_id=settings.bin_channel,
             timeout=settings.telegram_connect_timeout,
             stagger=settings.login_stagger_seconds,
+            span=services.memlog.task if services.memlog else None,
         )
     except BaseException:
         await services.fleet.stop()

@@ -12,6 +12,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,15 +169,27 @@ class Fleet:
         self.mark_healthy(fc)
 
     async def start(
-        self, *, channel_id: int, timeout: float = 30.0, stagger: float = 1.0
+        self,
+        *,
+        channel_id: int,
+        timeout: float = 30.0,
+        stagger: float = 1.0,
+        span: Callable[[str], AbstractAsyncContextManager[Any]] | None = None,
     ) -> list[FleetClient]:
         """Start the main bot (it must work), then the workers one by one.
 
         Logins are staggered because many simultaneous bot logins invite FloodWait on
-        ImportBotAuthorization. Returns the clients that were left out.
+        ImportBotAuthorization. ``span`` (the memory log's task marker) brackets each client's
+        start. Returns the clients that were left out.
         """
+        marker = span or (lambda _name: contextlib.nullcontext())
+
+        async def start_one(fc: FleetClient) -> None:
+            async with marker(f"Client start {fc.name}"):
+                await self.start_client(fc, channel_id=channel_id, timeout=timeout)
+
         try:
-            await self.start_client(self.main, channel_id=channel_id, timeout=timeout)
+            await start_one(self.main)
         except FleetError as exc:
             raise FleetStartError(f"the main bot could not start: {exc}") from exc
         if self.main.state is ClientState.NO_ACCESS:
@@ -188,7 +201,7 @@ class Fleet:
             if stagger:
                 await asyncio.sleep(stagger)
             try:
-                await self.start_client(fc, channel_id=channel_id, timeout=timeout)
+                await start_one(fc)
             except FleetError as exc:
                 log.error("worker %s could not start: %s", fc.name, exc)
         return [fc for fc in self.clients if fc.state is not ClientState.HEALTHY]

@@ -17,3 +17,30 @@ async def test_plain_get_is_byte_exact(world, start_app: StartApp) -> None:
     body = await resp.read()
     assert body == synthetic_bytes(7, 0, f.size)
     assert resp.headers["Content-Length"] == str(f.size)
+
+
+async def test_lifecycle_is_marked_in_the_memory_log(tmp_path, start_app: StartApp) -> None:
+    """Start-up, each client start, the web server start and shutdown appear in the memory log."""
+    from streambot.simulator.world import build_world
+    from utils.memory_monitor import parse_line
+
+    world = build_world(workers=1)
+    app = await start_app(world)
+    await app.client.close()
+    logs = sorted((tmp_path / "logs").glob("memory_*.log"))
+    assert logs
+    lines = [parse_line(t) for p in logs for t in p.read_text().splitlines()]
+    marks = [(line.kind, line.task) for line in lines if line is not None]
+    names = [fc.name for fc in app.services.fleet.clients]
+    for expected in [
+        (">>>", "Startup"),
+        (">>>", "Fleet start"),
+        (">>>", f"Client start {names[0]}"),
+        ("<<<", f"Client start {names[1]}"),
+        (">>>", "Web server start"),
+        (">>>", "Shutdown"),
+        ("<<<", "Shutdown"),
+    ]:
+        assert expected in marks
+    assert marks.index((">>>", "Startup")) < marks.index((">>>", "Web server start"))
+    assert marks[-1] == ("<<<", "Shutdown")
