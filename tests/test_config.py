@@ -66,7 +66,7 @@ INVALID = [
     ("TELEGRAM_CONNECT_TIMEOUT", "0.5", "must be at least 1", "TELEGRAM_CONNECT_TIMEOUT=30"),
     ("WORKERS", "0", "must be between 1 and 64", "WORKERS=4"),
     ("STREAM_BLOCK_SIZE_KIB", "1000", "must be a power of two", "STREAM_BLOCK_SIZE_KIB=1024"),
-    ("MAX_STREAMS", "-1", "must be at least 1", "MAX_STREAMS=1000"),
+    ("MAX_STREAMS", "-1", "must be at least 1", "MAX_STREAMS=250"),
     ("DATA_DIR", "~no_such_user_9f8e7d/data", "~user", "DATA_DIR=/var/lib/streambot"),
 ]
 

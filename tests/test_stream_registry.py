@@ -179,7 +179,9 @@ async def test_sweep_cancels_a_stalled_stream_before_its_first_byte(
     world.telegram.rtt = 3600  # Telegram stops answering
     request = asyncio.create_task(app.client.get(path))
     registry = app.services.registry
-    await eventually(lambda: world.telegram.inflight["upload.GetFile"] == 4)
+    await eventually(
+        lambda: world.telegram.inflight["upload.GetFile"] == app.settings.stream_prefetch
+    )
     assert len(registry) == 1
     assert registry.sweep(stale_after=0.0) == 1
     with pytest.raises(aiohttp.ServerDisconnectedError):
