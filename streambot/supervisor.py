@@ -43,11 +43,11 @@ import pyrogram
 from pyrogram import raw
 from pyrogram.errors import RPCError
 
+from streambot.bot.notify import Notify
 from streambot.fleet import ClientState, Fleet, FleetClient, FleetError
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[str], Awaitable[Any]]
 Sleep = Callable[[float], Awaitable[None]]
 #: Marks a span in the memory log (``MemoryLog.task``); core modules do not import ``utils``.
 Span = Callable[[str], AbstractAsyncContextManager[Any]]

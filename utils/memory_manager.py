@@ -25,13 +25,14 @@ import enum
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
+from streambot.bot.notify import Notify
 from streambot.errors import ServiceBusy
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ MIB = 1024 * 1024
 #: Shortest gap between two threshold-triggered collections: above the threshold every check
 #: would otherwise collect, and a full collection of a large heap is not free.
 GC_MIN_INTERVAL = 300.0
-
-Notify = Callable[[str], Awaitable[Any]]
 
 
 class ProcessProbe(Protocol):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from pyrogram import Client
 from pyrogram.errors import RPCError
 
 log = logging.getLogger(__name__)
+
+#: What alerting code depends on: an async callable taking the text (AdminNotifier is one).
+Notify = Callable[[str], Awaitable[Any]]
 
 
 class AdminNotifier:
