@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 
+_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _MEDIA_ATTRS = ("video", "document", "audio", "photo", "animation", "voice", "video_note")
 _DEFAULT_NAMES = {
     "photo": ("photo", ".jpg"),
@@ -136,7 +138,8 @@ def describe(message: types.Message) -> tuple[FileInfo, FileId]:
         stem, ext = _DEFAULT_NAMES.get(kind, ("file", ".bin"))
         ext = mimetypes.guess_extension(mime) or ext if mime else ext
         name = f"{stem}_{message.id}{ext}"
-    if not mime:
+    if not _MIME.fullmatch(mime):
+        # The uploader's client chose this string; only a plain type/subtype may reach a header.
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
     date = message.date or datetime.fromtimestamp(0, UTC)
     if date.tzinfo is None:

@@ -204,3 +204,25 @@ async def test_long_floodwait_on_lookup_gives_502_not_a_hung_request(world, star
     resp = await app.client.get(app.dl_path(msg, "a.bin"))
     assert resp.status == 502
     assert resp.headers["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    ("mime", "name", "expected"),
+    [
+        ("video/mp4", "a.bin", "video/mp4"),
+        ("video/mp4\r\nX-Evil: 1", "clip.mp4", "video/mp4"),
+        ("vidéo/mp4", "a.zip", "application/zip"),
+        ("nonsense", "a.unknownext", "application/octet-stream"),
+    ],
+)
+async def test_uploader_mime_types_are_sanitised(world, start_app, mime, name, expected) -> None:
+    """Only a plain type/subtype from Telegram reaches Content-Type; anything else is guessed."""
+    from streambot.simulator import SyntheticContent as Content
+
+    _f, msg = world.store(Content(10, seed=1), name=name, mime_type=mime, kind="document")
+    app = await start_app(world)
+    resp = await app.client.get(app.dl_path(msg, name), headers={"Range": "bytes=0-1,4-5"})
+    assert resp.status == 206
+    assert f"Content-Type: {expected}" in (await resp.read()).decode("latin-1")
+    head = await app.client.head(app.dl_path(msg, name))
+    assert head.headers["Content-Type"] == expected
