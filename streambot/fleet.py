@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyrogram
+from pyrogram.enums import ParseMode
 from pyrogram.errors import RPCError
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ class Fleet:
                 no_updates=not is_main,  # workers only download; the main bot handles updates
                 workers=workers,
                 sleep_threshold=5,  # longer FloodWaits surface so the stream can move elsewhere
+                # Replies carry URLs and user-chosen file names verbatim; pyrogram's default
+                # Markdown/HTML parsing would eat "__" or "--" in a link token (breaking the
+                # link) and any markup in a name.
+                parse_mode=ParseMode.DISABLED,
             )
             clients.append(FleetClient(name=name, client=client, is_main=is_main))
         return cls(clients, clock=clock)

@@ -62,6 +62,25 @@ async def test_same_file_reuses_stored_message(world: World, start_app: StartApp
     assert world.telegram.count("messages.SendMedia") == 1
 
 
+async def test_replies_are_sent_verbatim_not_parsed_as_markup(
+    world: World, start_app: StartApp
+) -> None:
+    """Names and links reach the user exactly: "__", "--", "**" or tags are never eaten as markup.
+
+    A link token may contain "__" or "--" (URL-safe base64); Markdown parsing would drop them
+    from both URLs in a reply and break the link, as a name's own markup would be mangled.
+    """
+    app = await start_app(world)
+    user = world.telegram.add_user("Mallory")
+    name = "**bold** __it__ --u-- ~~s~~ ||sp|| `c` <b>tag</b>.txt"
+    f = world.telegram.add_file(SyntheticContent(100, seed=2), name=name)
+    (reply,) = await say(app, user, file=f)
+    assert reply.splitlines()[0] == name
+    resp = await app.client.get(dl_path(reply))
+    assert resp.status == 200
+    assert "__it__" in resp.headers["Content-Disposition"]
+
+
 async def test_text_without_file_gets_help(world: World, start_app: StartApp) -> None:
     """A message with no file is answered with a short help text."""
     app = await start_app(world)
@@ -254,3 +273,15 @@ async def test_stats_shows_streams_bytes_today_and_fleet(world: World, start_app
     assert "Clients: 1/1 healthy" in reply
     assert f"@{world.main_bot.username}: healthy" in reply
     assert "Served today: 0.00 GB of 1.00 GB" in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [("", 0), ("abc", 3), ("a\nb", 3), ("µ≈", 2), ("🎬 film", 7), ("𝄞𝄞", 4)],
+)
+def test_preformatted_covers_the_text_in_utf16_units(text: str, length: int) -> None:
+    """Telegram measures entities in UTF-16 code units: astral characters count twice."""
+    from streambot.bot.handlers import preformatted
+
+    entity = preformatted(text)
+    assert (entity.offset, entity.length) == (0, length)

@@ -73,8 +73,9 @@ async def test_memory_report_shows_every_figure(
         assert any(line.startswith(job) and " in " in line for line in lines), job
     assert "Last GC: not yet" in lines
     assert max(len(line) for line in lines) <= 40
-    # Sent as a Markdown code block: the fences were turned into a monospace entity.
+    # Shown monospace: one "pre" entity, no Markdown fences in the text.
     assert "```" not in text
+    assert app.world.telegram.replies(app.world.admin)[-1].entities == ("MessageEntityPre",)
     assert "secret" not in text.lower()
 
 

@@ -473,6 +473,5 @@ def format_report(data: ReportData) -> str:
             f"  {gc_result.collected} objects, {_mb(gc_result.freed)} freed, "
             f"{gc_result.duration * 1000:.0f} ms"
         )
-    body = "\n".join(lines)
-    # A Markdown code block: monospace, so the columns stay aligned on every client.
-    return f"```\n{body}\n```"
+    # Plain text: the bot shows it monospace (a "pre" entity) so the columns stay aligned.
+    return "\n".join(lines)

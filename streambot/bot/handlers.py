@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyrogram import Client, filters, types
+from pyrogram.enums import MessageEntityType
 from pyrogram.errors import FloodWait, RPCError
 from pyrogram.handlers import CallbackQueryHandler, MessageHandler
 
@@ -94,6 +95,12 @@ class BotContext:
         if user_id is None:
             return False
         return not self.allowed_users or user_id in self.allowed_users or self.is_admin(user_id)
+
+
+def preformatted(text: str) -> types.MessageEntity:
+    """A monospace block over all of ``text`` (Telegram counts offsets in UTF-16 units)."""
+    length = len(text.encode("utf-16-le")) // 2
+    return types.MessageEntity(type=MessageEntityType.PRE, offset=0, length=length, language="")
 
 
 def links_markup(found: Links) -> types.InlineKeyboardMarkup:
@@ -231,7 +238,12 @@ class BotHandlers:
         if await self._admin_only(message, "memory"):
             return
         report = self.ctx.memory_report
-        await message.reply_text(await report() if report else "No memory report available.")
+        if report is None:
+            await message.reply_text("No memory report available.")
+            return
+        text = await report()
+        # Monospace keeps the report's columns aligned on every Telegram client.
+        await message.reply_text(text, entities=[preformatted(text)])
 
     async def cmd_stats(self, message: types.Message, args: list[str]) -> None:
         if await self._admin_only(message, "stats"):

@@ -217,6 +217,8 @@ class SentMessage:
     text: str
     buttons: tuple[tuple[str, str], ...]  # (label, url or callback data)
     media_id: int | None = None
+    # Formatting Telegram would apply, as raw type names, e.g. ("MessageEntityPre",).
+    entities: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -779,7 +781,10 @@ class SimulatedTelegram:
         user = self.users[peer.user_id]
         msg_id = edit_id or next(self._ids) + 1000
         buttons = self._buttons(getattr(q, "reply_markup", None))
-        self.sent.append(SentMessage(user.user_id, bot.bot_id, msg_id, text, buttons, media_id))
+        entities = tuple(type(e).__name__ for e in getattr(q, "entities", None) or ())
+        self.sent.append(
+            SentMessage(user.user_id, bot.bot_id, msg_id, text, buttons, media_id, entities)
+        )
         self._sent_event.set()
         raw_msg = raw.types.Message(
             id=msg_id,
