@@ -286,8 +286,11 @@ class Store:
         existing row is returned unchanged instead of raising: two concurrent uploads of
         one file then both end up with the same canonical link, and a caller can tell it
         lost the race because the returned ``message_id`` differs from its own (its extra
-        storage message is redundant). Reusing a ``message_id`` for a different file is a
-        real bug and raises :class:`ConflictError`.
+        storage message is redundant). The exception is an existing row whose message was
+        revoked: sending the file again is how an owner gets a fresh link, so the row (same
+        id) moves to ``f``'s message and details, and the owner can list and revoke it again.
+        Reusing a ``message_id`` for a different file is a real bug and raises
+        :class:`ConflictError`.
         """
         if f.id is not None:
             raise ValueError("StoredFile.id is assigned by the store; pass id=None")
@@ -298,7 +301,12 @@ class Store:
                     "INSERT INTO files"
                     " (owner_id, message_id, unique_id, name, size, mime_type, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (owner_id, unique_id) DO NOTHING RETURNING id",
+                    " ON CONFLICT (owner_id, unique_id) DO UPDATE SET"
+                    " message_id = excluded.message_id, name = excluded.name,"
+                    " size = excluded.size, mime_type = excluded.mime_type,"
+                    " created_at = excluded.created_at"
+                    " WHERE files.message_id IN (SELECT message_id FROM revocations)"
+                    " RETURNING id",
                     (
                         f.owner_id,
                         f.message_id,

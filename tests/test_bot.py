@@ -198,6 +198,32 @@ async def test_revoke_by_command_then_http_410(world: World, start_app: StartApp
     assert (await resp.text()).strip() == "This link was revoked."
 
 
+async def test_sending_a_revoked_file_again_gives_a_fresh_link(
+    world: World, start_app: StartApp
+) -> None:
+    """After /revoke, re-sending the file gives a new working link the owner can list and revoke."""
+    app = await start_app(world)
+    owner = world.telegram.add_user("Heidi")
+    f = world.telegram.add_file(SyntheticContent(100, seed=4), name="a.bin")
+    (reply,) = await say(app, owner, file=f)
+    old_url = LINK.search(reply).group(1)
+    (done,) = await say(app, owner, text=f"/revoke {old_url}")
+    assert "now revoked" in done
+
+    (again,) = await say(app, owner, file=f)
+    new_url = LINK.search(again).group(1)
+    assert new_url != old_url
+    assert (await app.client.get(dl_path(reply))).status == 410
+    resp = await app.client.get(dl_path(again))
+    assert (resp.status, await resp.read()) == (200, synthetic_bytes(4, 0, 100))
+    (listing,) = await say(app, owner, text="/files")
+    assert "a.bin" in listing
+    assert "revoked" not in listing
+    (done,) = await say(app, owner, text=f"/revoke {new_url}")
+    assert "now revoked" in done
+    assert (await app.client.get(dl_path(again))).status == 410
+
+
 async def test_files_lists_pages_and_revoke_button(world: World, start_app: StartApp) -> None:
     """/files pages through the user's files with buttons; the revoke button kills the link."""
     app = await start_app(world)

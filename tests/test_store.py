@@ -284,6 +284,26 @@ async def test_duplicate_file_returns_existing_row(store: Store) -> None:
     assert await store.file_by_message(101) is None
 
 
+async def test_re_adding_a_revoked_file_moves_its_row_to_the_new_message(store: Store) -> None:
+    """Once a file's message is revoked, adding it again gives the same row the new message."""
+    first = await store.add_file(make_file(owner_id=1, message_id=100, unique_id="f"))
+    other = await store.add_file(make_file(owner_id=2, message_id=200, unique_id="f"))
+    assert await store.revoke(100, by=1)
+
+    again = await store.add_file(make_file(owner_id=1, message_id=101, unique_id="f", created_at=9))
+    assert (again.id, again.message_id, again.created_at) == (first.id, 101, 9)
+    assert await store.find_file(1, "f") == again
+    assert await store.file_by_message(101) == again
+    assert await store.file_by_message(100) is None
+    assert await store.is_revoked(100)  # the old links stay dead
+    assert not await store.is_revoked(101)
+    assert await store.count_files(1) == 1
+    # Another owner's copy of the same Telegram file is untouched.
+    assert await store.find_file(2, "f") == other
+    # Not revoked any more: a further add is a duplicate again (first writer wins).
+    assert (await store.add_file(make_file(1, 102, "f"))).message_id == 101
+
+
 async def test_concurrent_duplicate_adds_agree(store: Store) -> None:
     """Concurrent adds of one file all resolve to the same stored row."""
     results = await asyncio.gather(

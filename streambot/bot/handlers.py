@@ -448,7 +448,7 @@ class BotHandlers:
                     created_at=self.ctx.clock(),
                 )
             )
-            if saved.message_id != stored.id and not await store.is_revoked(saved.message_id):
+            if saved.message_id != stored.id:
                 # A concurrent copy of the same file won the race: reuse its message.
                 await self._reply_links(message, saved.message_id, saved.name, saved.size)
                 return
