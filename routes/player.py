@@ -67,21 +67,34 @@ _ERROR_HEADINGS = {
 
 @dataclass(frozen=True, slots=True)
 class Templates:
-    """The page templates and the inline style/script, read once when the routes are added."""
+    """The page templates and the inline style/script, read once when the routes are added.
 
+    ``layout`` is the frame every page shares (head, style, brand); ``page`` and ``error``
+    are what goes inside it.
+    """
+
+    layout: Template
     page: Template
     error: Template
     style: str
     script: str
+
+    def frame(self, *, title: str, content: str, nonce: str, script: bool) -> str:
+        """``content`` inside the shared layout; ``title`` must already be HTML-escaped."""
+        tag = f'<script nonce="{nonce}">{self.script}</script>' if script else ""
+        return self.layout.substitute(
+            title=title, content=content, nonce=nonce, style=self.style, script=tag
+        )
 
     @classmethod
     def load(cls) -> Templates:
         folder = resources.files("routes").joinpath("templates")
 
         def read(name: str) -> str:
-            return folder.joinpath(name).read_text(encoding="utf-8")
+            return folder.joinpath(name).read_text(encoding="utf-8").rstrip("\n")
 
         return cls(
+            layout=Template(read("layout.html") + "\n"),
             page=Template(read("watch.html")),
             error=Template(read("error.html")),
             style=read("watch.css"),
@@ -198,29 +211,26 @@ def render_page(
     dl_path, _watch = links.link_paths(token, info.name)
     src = relative_root(raw_path) + dl_path.lstrip("/")
     absolute = base_url.rstrip("/") + dl_path
-    return templates.page.substitute(
-        nonce=nonce,
-        style=templates.style,
-        script=templates.script,
+    name = html.escape(info.name)
+    content = templates.page.substitute(
         media=_media(info, src),
         open_in=_open_in(info, absolute),
-        name=html.escape(info.name),
+        name=name,
         size=html.escape(human_size(info.size)),
         size_bytes=str(info.size),
         mime=html.escape(info.mime_type),
         download_href=html.escape(src + "?download=1"),
         link=html.escape(absolute),
     )
+    return templates.frame(title=name, content=content, nonce=nonce, script=True)
 
 
 def render_error(templates: Templates, status: int, reason: str, *, nonce: str) -> str:
-    return templates.error.substitute(
-        nonce=nonce,
-        style=templates.style,
-        status=str(status),
-        heading=html.escape(_ERROR_HEADINGS.get(status, "Something went wrong")),
-        reason=html.escape(reason),
+    heading = html.escape(_ERROR_HEADINGS.get(status, "Something went wrong"))
+    content = templates.error.substitute(
+        status=str(status), heading=heading, reason=html.escape(reason)
     )
+    return templates.frame(title=heading, content=content, nonce=nonce, script=False)
 
 
 class WatchPage:
