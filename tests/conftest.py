@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import settings as hypothesis_settings
 
 from streambot import links
 from streambot.app import SERVICES, Services, create_app
@@ -17,6 +18,11 @@ from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
 LINK_SECRET = b"test-link-secret-0123456789abcdef"
+
+# Properties assert results, not speed (bench/ measures speed): a slow or busy CI machine
+# must not fail a property because one example took longer than Hypothesis' 200 ms default.
+hypothesis_settings.register_profile("streambot", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("streambot")
 
 
 @dataclasses.dataclass
