@@ -39,7 +39,7 @@ from streambot.store import Store
 from streambot.streamer import InflightBudget, Streamer, StreamerConfig
 from streambot.supervisor import Backoff, Supervisor
 from utils.cleanup_scheduler import CleanupScheduler, standard_jobs
-from utils.memory_manager import MemoryManager, ReportSources
+from utils.memory_manager import CacheRow, MemoryManager, ReportSources
 from utils.memory_monitor import MemoryLog
 from utils.smart_logger import SmartLogFilter
 from utils.stream_cleanup import StreamRegistry
@@ -217,18 +217,26 @@ def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> 
         misfire_grace=settings.job_misfire_grace_seconds,
         shutdown_timeout=settings.scheduler_shutdown_seconds,
     )
-    smart = services.log_filter
-    catalog = services.catalog
     sources = ReportSources(
         fleet=services.fleet,
         started_at=services.started_at,
         active_streams=lambda: len(services.registry),
-        file_cache=lambda: (len(catalog.info_cache), catalog.info_cache.limit),
-        logger_cache=(lambda: (smart.size, settings.log_cache_limit)) if smart else None,
+        caches=lambda: cache_rows(services, settings),
         jobs=services.scheduler.jobs,
     )
     memory = services.memory
     services.bot.ctx.memory_report = lambda: memory.report(sources)
+
+
+def cache_rows(services: Services, settings: Settings) -> list[CacheRow]:
+    """Each bounded cache that exists in this process, for /memory."""
+    info = services.catalog.info_cache
+    rows = [CacheRow("File info", len(info), info.limit)]
+    if services.guard is not None:
+        rows.append(CacheRow("Link facts", len(services.guard), settings.cache_guard_limit))
+    if services.log_filter is not None:
+        rows.append(CacheRow("Logger keys", services.log_filter.size, settings.log_cache_limit))
+    return rows
 
 
 def installed_log_filter() -> SmartLogFilter | None:
@@ -366,7 +374,12 @@ async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
         flush_seconds=settings.bandwidth_flush_seconds,
         pending_limit=settings.bandwidth_pending_limit,
     )
-    guard = LinkGuard(services.store, bandwidth)
+    guard = LinkGuard(
+        services.store,
+        bandwidth,
+        ttl=settings.cache_guard_ttl,
+        limit=settings.cache_guard_limit,
+    )
     services.bandwidth, services.guard = bandwidth, guard
     services.bot.ctx.store, services.bot.ctx.bandwidth, services.bot.ctx.guard = (
         services.store,

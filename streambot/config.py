@@ -383,6 +383,20 @@ class Settings:
         doc="Seconds before a file-info entry is refreshed (served stale while refreshing).",
         check=_at_least(1),
     )
+    cache_guard_limit: int = _setting(
+        10_000,
+        group="Caches",
+        example="10000",
+        doc="Per-file revocation and owner facts kept in memory for download admission.",
+        check=_at_least(1),
+    )
+    cache_guard_ttl: float = _setting(
+        1.0,
+        group="Caches",
+        example="1",
+        doc="Seconds a node trusts those facts: how long a link revoked on another node may still start downloads here.",
+        check=_at_least(0),
+    )
     # --- Scheduler
     daily_cleanup_at: str = _setting(
         "04:00",

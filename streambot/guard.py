@@ -1,8 +1,10 @@
 """The link guard: before a download starts, is the file revoked, and is its owner over quota?
 
 Revocations live in the shared store so every node that shares it honours them. Each node caches
-what it learned per message for ``ttl`` seconds (default 1 s), which bounds how long a revoked link
-keeps working anywhere to that TTL while costing at most one small query per file per second.
+what it learned per message for ``ttl`` seconds (CACHE_GUARD_TTL, default 1 s), which bounds how
+long a revoked link keeps starting downloads anywhere to that TTL while costing at most one small
+query per file per TTL. At most ``limit`` (CACHE_GUARD_LIMIT) messages are remembered, least
+recently looked up dropped first.
 """
 
 from __future__ import annotations

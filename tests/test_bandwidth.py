@@ -185,28 +185,25 @@ async def test_cleanup_removes_exactly_old_records(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_revocation_reaches_another_node_within_a_second(
-    tmp_path: Path, start_app: StartApp
-) -> None:
-    """Two nodes share the database: a revocation on one makes the other answer 410 within ~1 s."""
+async def test_revocation_reaches_another_node(tmp_path: Path, start_app: StartApp) -> None:
+    """Two nodes share the database: a revocation on one makes the other answer 410.
+
+    Node B trusts nothing it read (CACHE_GUARD_TTL=0), so its very next request sees the
+    revocation; that a positive TTL bounds the delay is proven with a controlled clock in
+    test_guard.py.
+    """
     db = str(tmp_path / "shared.sqlite3")
     world_a, world_b = build_world(), build_world()
     _, msg_a = world_a.store(SyntheticContent(100, seed=1), name="e.bin")
     _, msg_b = world_b.store(SyntheticContent(100, seed=1), name="e.bin")
     assert msg_a == msg_b
     node_a = await start_app(world_a, database_path=db)
-    node_b = await start_app(world_b, database_path=db)
+    node_b = await start_app(world_b, database_path=db, cache_guard_ttl=0.0)
     path = node_b.dl_path(msg_b, "e.bin")
     assert (await node_b.client.get(path)).status == 200
     assert node_a.services.store is not None
     await node_a.services.store.revoke(msg_a, by=1)
-    revoked_at = time.monotonic()
-    status = 200
-    while status != 410 and time.monotonic() - revoked_at < 3:
-        status = (await node_b.client.get(path)).status
-        await asyncio.sleep(0.05)
-    assert status == 410
-    assert time.monotonic() - revoked_at < 1.5
+    assert (await node_b.client.get(path)).status == 410
 
 
 def _free_port() -> int:

@@ -22,6 +22,7 @@ from streambot.errors import ServiceBusy
 from utils.memory_manager import (
     GC_MIN_INTERVAL,
     MIB,
+    CacheRow,
     ClientRow,
     GcResult,
     JobRow,
@@ -290,8 +291,7 @@ def report_data(**changes: Any) -> ReportData:
             ClientRow("@streambot_worker1_bot", False, "restarting", 1, 2),
         ],
         healthy=1,
-        file_cache=(12, 1024),
-        logger_cache=(40, 1000),
+        caches=[CacheRow("File info", 12, 1024), CacheRow("Logger keys", 40, 1000)],
         jobs=[
             JobRow("fleet check", now + timedelta(seconds=25)),
             JobRow("gc + report", now + timedelta(minutes=30)),
@@ -352,7 +352,12 @@ class TestReportFormat:
     def test_shedding_and_missing_pieces(self) -> None:
         """Shedding is shown on the first line; no GC yet and no logger filter read plainly."""
         text = format_report(
-            report_data(shedding=True, level=MemoryLevel.CRITICAL, last_gc=None, logger_cache=None)
+            report_data(
+                shedding=True,
+                level=MemoryLevel.CRITICAL,
+                last_gc=None,
+                caches=[CacheRow("File info", 12, 1024)],
+            )
         )
         assert "StreamBot memory: CRITICAL  (downloads paused)" in text
         assert "Last GC: not yet" in text

@@ -69,6 +69,7 @@ async def test_memory_report_shows_every_figure(
     assert "  healthy, 0 streams" in lines
     assert any(line.startswith("File info    0 / 1024") for line in lines)
     assert any(line.startswith("Logger keys") and line.endswith("/ 1000") for line in lines)
+    assert "Link facts   0 / 10000" in lines
     for job in ("fleet check", "memory check", "memory log", "gc + report", "bandwidth"):
         assert any(line.startswith(job) and " in " in line for line in lines), job
     assert "Last GC: not yet" in lines
@@ -94,6 +95,7 @@ async def test_memory_report_follows_streams_and_gc(world: World, start_app: Sta
     assert "Streams       1" in lines
     assert "  healthy, 1 stream" in lines
     assert any(line.split() == ["File", "info", "1", "/", "1024"] for line in lines)
+    assert any(line.split() == ["Link", "facts", "1", "/", "10000"] for line in lines)
     gc_line = lines[lines.index(next(ln for ln in lines if ln.startswith("Last GC"))) + 1]
     assert "objects" in gc_line
     assert "MB freed" in gc_line

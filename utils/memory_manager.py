@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psutil
 
@@ -336,8 +336,7 @@ class MemoryManager:
                 for fc in fleet.clients
             ],
             healthy=fleet.healthy_count(),
-            file_cache=sources.file_cache(),
-            logger_cache=sources.logger_cache() if sources.logger_cache else None,
+            caches=list(sources.caches()),
             jobs=list(sources.jobs()),
             last_gc=self.last_gc,
             now=datetime.fromtimestamp(self._wall()),
@@ -363,6 +362,14 @@ class JobRow:
     next_run: datetime | None  # None: paused or not scheduled
 
 
+class CacheRow(NamedTuple):
+    """One bounded cache as the report shows it: how full against its configured limit."""
+
+    label: str
+    entries: int
+    limit: int
+
+
 @dataclass(slots=True)
 class ReportSources:
     """Where the report reads what the memory manager does not own; read at report time."""
@@ -370,8 +377,8 @@ class ReportSources:
     fleet: Fleet
     started_at: float  # wall clock
     active_streams: Callable[[], int]
-    file_cache: Callable[[], tuple[int, int]]  # (entries, limit)
-    logger_cache: Callable[[], tuple[int, int]] | None = None  # (keys, limit)
+    # (label, entries, limit) of each bounded in-memory cache, e.g. ("File info", 12, 1024).
+    caches: Callable[[], Sequence[CacheRow]] = lambda: ()
     jobs: Callable[[], Sequence[JobRow]] = lambda: ()
 
 
@@ -388,8 +395,7 @@ class ReportData:
     active_streams: int
     clients: list[ClientRow]
     healthy: int
-    file_cache: tuple[int, int]
-    logger_cache: tuple[int, int] | None
+    caches: list[CacheRow]
     jobs: list[JobRow]
     last_gc: GcResult | None
     now: datetime  # local time the report was made
@@ -447,10 +453,9 @@ def format_report(data: ReportData) -> str:
         streams = "stream" if c.active == 1 else "streams"
         lines.append(f"{c.label}{role}")
         lines.append(f"  {c.state}, {c.active} {streams}{restarts}")
-    caches = [("File info", f"{data.file_cache[0]} / {data.file_cache[1]}")]
-    if data.logger_cache is not None:
-        caches.append(("Logger keys", f"{data.logger_cache[0]} / {data.logger_cache[1]}"))
-    lines += ["", "Caches", *_rows(caches)]
+    if data.caches:
+        caches = [(c.label, f"{c.entries} / {c.limit}") for c in data.caches]
+        lines += ["", "Caches", *_rows(caches)]
     if data.jobs:
         lines += ["", "Jobs (next run)"]
         pairs = []
