@@ -138,7 +138,9 @@ async def create_app(
                 link_secret=link_secret,
                 admins=frozenset(settings.admins),
                 allowed_users=frozenset(settings.allowed_users),
-                limiter=LinkRateLimiter(settings.links_per_user_per_hour),
+                limiter=LinkRateLimiter(
+                    settings.links_per_user_per_hour, max_users=settings.cache_rate_limit_users
+                ),
                 link_ttl_seconds=round(settings.link_ttl_hours * 3600),
             )
         ),
@@ -203,6 +205,7 @@ def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> 
         max_restarts=settings.supervisor_max_restarts,
         reset_after=settings.supervisor_reset_after_seconds,
         drain_timeout=settings.supervisor_drain_seconds,
+        history_limit=settings.supervisor_history_limit,
         backoff=Backoff(
             settings.supervisor_backoff_seconds,
             maximum=max(
@@ -232,6 +235,8 @@ def cache_rows(services: Services, settings: Settings) -> list[CacheRow]:
     """Each bounded cache that exists in this process, for /memory."""
     info = services.catalog.info_cache
     rows = [CacheRow("File info", len(info), info.limit)]
+    limiter = services.bot.ctx.limiter
+    rows.append(CacheRow("Rate limits", len(limiter), limiter.max_users))
     if services.guard is not None:
         rows.append(CacheRow("Link facts", len(services.guard), settings.cache_guard_limit))
     if services.log_filter is not None:

@@ -300,6 +300,13 @@ class Settings:
         doc="Before a restart, streams get this long to move off the client; then they are cut.",
         check=_at_least(0),
     )
+    supervisor_history_limit: int = _setting(
+        200,
+        group="Fleet",
+        example="200",
+        doc="Client state changes kept in memory for diagnostics (oldest dropped first).",
+        check=_at_least(1),
+    )
     # --- Streaming
     stream_prefetch: int = _setting(
         8,
@@ -396,6 +403,13 @@ class Settings:
         example="1",
         doc="Seconds a node trusts those facts: how long a link revoked on another node may still start downloads here.",
         check=_at_least(0),
+    )
+    cache_rate_limit_users: int = _setting(
+        10_000,
+        group="Caches",
+        example="10000",
+        doc="Users whose recent links are remembered for LINKS_PER_USER_PER_HOUR (least recent dropped first).",
+        check=_at_least(1),
     )
     # --- Scheduler
     daily_cleanup_at: str = _setting(

@@ -43,7 +43,7 @@ async def test_memory_report_shows_every_figure(
     world: World, start_app: StartApp, log_filter: SmartLogFilter
 ) -> None:
     """/memory from an admin answers with memory, loop, streams, clients, caches, jobs and GC."""
-    app = await start_app(world)
+    app = await start_app(world, cache_guard_limit=8800, cache_rate_limit_users=77)
     logging.getLogger("streambot.test").warning("one line for the logger cache")
     text = await ask(app, "/memory")
     lines = text.splitlines()
@@ -69,7 +69,8 @@ async def test_memory_report_shows_every_figure(
     assert "  healthy, 0 streams" in lines
     assert any(line.startswith("File info    0 / 1024") for line in lines)
     assert any(line.startswith("Logger keys") and line.endswith("/ 1000") for line in lines)
-    assert "Link facts   0 / 10000" in lines
+    assert "Link facts   0 / 8800" in lines  # each bound as configured
+    assert "Rate limits  0 / 77" in lines
     for job in ("fleet check", "memory check", "memory log", "gc + report", "bandwidth"):
         assert any(line.startswith(job) and " in " in line for line in lines), job
     assert "Last GC: not yet" in lines

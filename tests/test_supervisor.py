@@ -345,3 +345,11 @@ async def test_close_cancels_restarts_in_progress(
     await sup.check_all()
     assert sup.restarting() == []
     assert worker.state is U
+
+
+async def test_history_is_bounded_as_configured(world: World, start_app: StartApp) -> None:
+    """SUPERVISOR_HISTORY_LIMIT bounds the transitions the running app's supervisor keeps."""
+    app = await start_app(world, supervisor_history_limit=2)
+    supervisor = app.services.supervisor
+    assert supervisor is not None
+    assert supervisor.history.maxlen == 2
