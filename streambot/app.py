@@ -115,6 +115,7 @@ async def create_app(
         budget,
         StreamerConfig(
             prefetch=settings.stream_prefetch,
+            prefetch_start=min(settings.stream_prefetch_start, settings.stream_prefetch),
             block_size=settings.stream_block_size_kib * 1024,
             retries=settings.stream_retries,
             flood_sleep_threshold=settings.stream_flood_sleep_seconds,

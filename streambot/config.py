@@ -315,6 +315,13 @@ class Settings:
         doc="GetFile requests in flight per stream (1 = sequential, like peer bots); 8 measured best, see bench/README.md.",
         check=_between(1, 64),
     )
+    stream_prefetch_start: int = _setting(
+        1,
+        group="Streaming",
+        example="1",
+        doc="Requests in flight when a stream starts; doubles per block delivered up to STREAM_PREFETCH. Players that probe and hang up then waste few requests.",
+        check=_between(1, 64),
+    )
     stream_memory_budget_mb: int = _setting(
         256,
         group="Streaming",

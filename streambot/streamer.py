@@ -135,6 +135,12 @@ class InflightBudget:
 @dataclass(frozen=True, slots=True)
 class StreamerConfig:
     prefetch: int = 8
+    # The window starts here and doubles per block delivered: a player that reads a few KiB
+    # and hangs up -- probing for the index, seeking -- wastes a few requests instead of a
+    # full window, and a viewer who stays reaches ``prefetch`` within a few round trips.
+    # (Growing by one per block, as TCP does, ramps slower for the same probe cost; see
+    # bench/README.md.)
+    prefetch_start: int = 1
     block_size: int = MIB
     retries: int = 3  # network errors per block before trying another client
     retry_base_delay: float = 0.25  # doubles per attempt
@@ -263,6 +269,7 @@ class Streamer:
         cfg = self.config
         budget = self._budget
         pos = start
+        ramp = max(1, min(cfg.prefetch_start, cfg.prefetch))
         w = _Window(_Blocks(start, end, info.size, cfg.block_size))
         attempt: _Attempt | None = None
 
@@ -291,7 +298,7 @@ class Streamer:
                 failure: Exception | None = None
                 while w.pending or w.blocks.peek() is not None:
                     # The window is re-read per block so streams shrink as others start.
-                    window = budget.window(cfg.prefetch, cfg.block_size)
+                    window = min(ramp, budget.window(cfg.prefetch, cfg.block_size))
                     while len(w.pending) < window and (block := w.blocks.peek()) is not None:
                         if w.pending:
                             if not budget.try_acquire(block.limit):
@@ -304,7 +311,12 @@ class Streamer:
                         w.pending.append((block, task))
                     block, task = w.pending[0]
                     try:
-                        chunk = trim(block, await task)
+                        # Shielded: cancelling this stream must not go through the request.
+                        # On Python 3.11, pyrogram's invoke (asyncio.wait_for) swallows a cancel
+                        # that lands as its inner wait completes; awaiting the task directly
+                        # would then lose this stream's cancellation (sweep, shutdown) and keep
+                        # it running. The drain below cancels the request itself.
+                        chunk = trim(block, await asyncio.shield(task))
                     except (RPCError, OSError, ShortRead) as exc:  # OSError covers TimeoutError
                         failure = exc
                         break
@@ -324,6 +336,7 @@ class Streamer:
                         budget.release(block.limit)
                     pos += len(chunk)
                     progress.bytes_yielded += len(chunk)
+                    ramp = min(cfg.prefetch, ramp * 2)
                     stuck = 0
                 if failure is None:
                     break

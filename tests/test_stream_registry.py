@@ -180,7 +180,7 @@ async def test_sweep_cancels_a_stalled_stream_before_its_first_byte(
     request = asyncio.create_task(app.client.get(path))
     registry = app.services.registry
     await eventually(
-        lambda: world.telegram.inflight["upload.GetFile"] == app.settings.stream_prefetch
+        lambda: world.telegram.inflight["upload.GetFile"] == app.settings.stream_prefetch_start
     )
     assert len(registry) == 1
     assert registry.sweep(stale_after=0.0) == 1

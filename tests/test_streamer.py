@@ -86,6 +86,31 @@ async def test_prefetch_keeps_n_requests_in_flight(
     assert offsets == [i * BLOCK for i in range(BLOCKS)]  # each block asked once, in order
 
 
+@pytest.mark.parametrize("start", [1, 2, 8])
+async def test_a_viewer_who_leaves_after_one_chunk_costs_prefetch_start_requests(
+    world: World, start_app: StartApp, start: int
+) -> None:
+    """The window starts at STREAM_PREFETCH_START, so a probe-and-hang-up wastes little."""
+    size = 32 * 65536
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="f.bin")
+    app = await start_app(
+        world, stream_block_size_kib=64, stream_prefetch=8, stream_prefetch_start=start
+    )
+    world.telegram.rtt = 0.005
+    info = await app.services.catalog.info(msg_id)
+    probe = app.services.streamer.stream(info, 0, size - 1)
+    assert bytes(await anext(probe)) == expected(SEED, 0, 65535)
+    await probe.aclose()
+    assert world.telegram.count("upload.GetFile") == start
+    assert quiescent(app)
+
+    # A viewer who stays reaches the full window and asks for each block once.
+    before = world.telegram.count("upload.GetFile")
+    await get_exact(app, app.dl_path(msg_id, "f.bin"), size)
+    assert world.telegram.count("upload.GetFile") - before == 32
+    assert world.telegram.max_inflight["upload.GetFile"] == 8
+
+
 async def test_prefetch_1_is_strictly_sequential(world: World, start_app: StartApp) -> None:
     """STREAM_PREFETCH=1 never has two GetFile requests in flight, even across several ranges."""
     app, path = await start_with_file(world, start_app, stream_prefetch=1)
@@ -141,7 +166,11 @@ async def test_paused_streams_shed_prefetch_so_a_new_stream_starts(
     size = 64 * 65536
     _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="f.bin")
     app = await start_app(
-        world, stream_block_size_kib=64, stream_prefetch=8, stream_memory_budget_mb=1
+        world,
+        stream_block_size_kib=64,
+        stream_prefetch=8,
+        stream_prefetch_start=8,  # full windows from the first block
+        stream_memory_budget_mb=1,
     )
     streamer, budget = app.services.streamer, app.services.budget
     info = await app.services.catalog.info(msg_id)
