@@ -126,9 +126,21 @@ def wait_idle(base: str, timeout: float) -> bool:
 def stream_length(
     fetcher: RangeFetcher, url: str, size: int, *, seconds: float, probe_bytes: int
 ) -> int:
-    """Bytes that one download of ``url`` moves in about ``seconds``, from a short probe."""
-    probe = fetcher.fetch(url, 0, probe_bytes - 1)
-    return int(min(size, max(probe_bytes, probe.rate * seconds)))
+    """Bytes that one download of ``url`` moves in about ``seconds``, from probes.
+
+    A short probe under-rates a server whose request window is still opening (slow start:
+    STREAM_PREFETCH_START), so probes double in length until they stop getting faster, last
+    ``seconds`` themselves, or cover the file.
+    """
+    best = 0.0
+    length = min(size, probe_bytes)
+    while True:
+        rate = fetcher.fetch(url, 0, length - 1).rate
+        settled = rate < best * 1.1
+        best = max(best, rate)
+        if settled or length >= size or length >= rate * seconds:
+            return int(min(size, max(probe_bytes, best * seconds)))
+        length = min(size, length * 2)
 
 
 @dataclass(frozen=True, slots=True)
