@@ -49,6 +49,35 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _cross_field_problems(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """Problems between settings that are each valid alone (checked once every value parsed)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def value(name: str) -> Any:
+        return values.get(name, defaults[name])
+
+    problems = []
+    warning, critical = value("memory_warning_percent"), value("memory_critical_percent")
+    if warning >= critical:
+        problems.append(
+            f"MEMORY_WARNING_PERCENT ({warning:g}) must be below MEMORY_CRITICAL_PERCENT "
+            f"({critical:g}), e.g. MEMORY_WARNING_PERCENT=80 with MEMORY_CRITICAL_PERCENT=95"
+        )
+    # A paused viewer keeps the block it is being sent; if MAX_STREAMS of them could fill the
+    # budget, a new viewer would wait for the stale-stream sweep before its first byte.
+    streams, block_kib = value("max_streams"), value("stream_block_size_kib")
+    needed = -(-streams * block_kib // 1024)
+    budget = value("stream_memory_budget_mb")
+    if budget < needed:
+        problems.append(
+            f"STREAM_MEMORY_BUDGET_MB ({budget}) must hold one block per stream: at least "
+            f"MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024 = {needed} with MAX_STREAMS={streams} "
+            f"and STREAM_BLOCK_SIZE_KIB={block_kib}, e.g. STREAM_MEMORY_BUDGET_MB={needed} "
+            "(or fewer streams, or smaller blocks)"
+        )
+    return problems
+
+
 def _setting(
     default: Any,
     *,
@@ -326,7 +355,7 @@ class Settings:
         256,
         group="Streaming",
         example="256",
-        doc="All streams' in-flight and buffered blocks together; windows shrink to fit.",
+        doc="All streams' in-flight and buffered blocks together; windows shrink to fit. At least MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024, so every stream can hold one block.",
         check=_at_least(1),
     )
     stream_retries: int = _setting(
@@ -654,13 +683,7 @@ class Settings:
             values[f.name] = parsed
         if overrides:
             values.update(overrides)
-        warning = values.get("memory_warning_percent", 80.0)
-        critical = values.get("memory_critical_percent", 95.0)
-        if warning >= critical:
-            problems.append(
-                f"MEMORY_WARNING_PERCENT ({warning:g}) must be below MEMORY_CRITICAL_PERCENT "
-                f"({critical:g})"
-            )
+        problems += _cross_field_problems(cls, values)
         if problems:
             raise ConfigError(problems)
         return cls(**values)

@@ -71,6 +71,47 @@ INVALID = [
 ]
 
 
+CROSS_FIELD = [
+    (
+        {"MEMORY_WARNING_PERCENT": "95", "MEMORY_CRITICAL_PERCENT": "90"},
+        "MEMORY_WARNING_PERCENT (95) must be below MEMORY_CRITICAL_PERCENT (90)",
+        "MEMORY_WARNING_PERCENT=80",
+    ),
+    (
+        {"MAX_STREAMS": "1000"},
+        "STREAM_MEMORY_BUDGET_MB (256) must hold one block per stream",
+        "STREAM_MEMORY_BUDGET_MB=1000",
+    ),
+    (
+        {"STREAM_MEMORY_BUDGET_MB": "64", "STREAM_BLOCK_SIZE_KIB": "512"},
+        "= 125 with MAX_STREAMS=250 and STREAM_BLOCK_SIZE_KIB=512",
+        "STREAM_MEMORY_BUDGET_MB=125",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "problem", "example"), CROSS_FIELD)
+def test_settings_that_conflict_are_named_with_an_example(
+    env: dict[str, str], problem: str, example: str
+) -> None:
+    """Values valid alone but not together give one line naming both and a working example."""
+    (line,) = problems_for(**env)
+    assert problem in line
+    assert f"e.g. {example}" in line
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MAX_STREAMS": "1000", "STREAM_BLOCK_SIZE_KIB": "256"},  # 250 MiB of 256
+        {"MAX_STREAMS": "1000", "STREAM_MEMORY_BUDGET_MB": "1000"},
+        {"MAX_STREAMS": "3", "STREAM_MEMORY_BUDGET_MB": "3"},
+    ],
+)
+def test_a_budget_of_one_block_per_stream_is_enough(env: dict[str, str]) -> None:
+    assert problems_for(**env) == []
+
+
 @pytest.mark.parametrize(("name", "value", "problem", "example"), INVALID)
 def test_invalid_value_names_variable_problem_and_example(
     name: str, value: str, problem: str, example: str
