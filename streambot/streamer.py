@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyrogram import raw
 from pyrogram.errors import (
@@ -222,7 +223,7 @@ class _Window:
     at_yield: bool = False  # a chunk is with the consumer (and still counted in the budget)
 
 
-def _retrieve(task: asyncio.Task[bytes]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a finished request's exception as seen: drained requests are never awaited again."""
     if not task.cancelled():
         task.exception()
@@ -253,9 +254,10 @@ class Streamer:
         self._on_request = on_request or (lambda method, client: None)
         self._on_error = on_error or (lambda kind: None)
         # pyrogram's get_session is not safe against concurrent first calls for one DC (each
-        # caller would create, start and leak its own session), so creation is serialised per
-        # client and DC. Bounded: fleet size times Telegram's five DCs.
-        self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # caller would create, start and leak its own session), so concurrent callers share one
+        # call per client and DC. Bounded: fleet size times Telegram's five DCs, and only while
+        # a call is in flight.
+        self._session_tasks: dict[tuple[str, int], asyncio.Task[Session]] = {}
 
     async def stream(
         self, info: FileInfo, start: int, end: int, progress: StreamProgress | None = None
@@ -409,9 +411,26 @@ class Streamer:
             raise StreamAborted(f"cannot reach Telegram via {fc.name}: {exc!r}") from exc
 
     async def _media_session(self, fc: FleetClient, dc_id: int) -> Session:
-        lock = self._session_locks.setdefault((fc.name, dc_id), asyncio.Lock())
-        async with lock:
-            return await fc.client.get_session(dc_id, is_media=True)
+        """The client's media session for ``dc_id``, one creation at a time per client and DC.
+
+        Callers share one in-flight ``get_session`` task and await it shielded, for the same
+        reason as the GetFile requests: a stream cancelled meanwhile must really stop, and the
+        session being created is still wanted by the next stream. Finished tasks are dropped, so
+        a session pyrogram replaced (after a restart) is looked up afresh.
+        """
+        key = (fc.name, dc_id)
+        task = self._session_tasks.get(key)
+        if task is None:
+            task = asyncio.create_task(fc.client.get_session(dc_id, is_media=True))
+            self._session_tasks[key] = task
+
+            def forget(done: asyncio.Task[Session]) -> None:
+                if self._session_tasks.get(key) is done:
+                    del self._session_tasks[key]
+                _retrieve(done)
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
 
     async def _fetch(self, attempt: _Attempt, block: Block) -> bytes:
         """One GetFile, with bounded network retries and short FloodWaits slept in place.

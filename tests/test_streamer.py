@@ -416,3 +416,28 @@ async def test_concurrent_streams_open_one_media_session_per_dc(
     await asyncio.gather(*(get_exact(app, path) for _ in range(6)))
     # pyrogram opens DC 4's main session and then its media session: one import each.
     assert world.telegram.count("auth.ImportAuthorization") == imports + 2
+
+
+async def test_stream_cancelled_while_its_media_session_opens_stops_and_the_session_is_kept(
+    world: World, start_app: StartApp
+) -> None:
+    """Cancelling a stream during session set-up ends it at once; the set-up it began is finished
+    in the background, not abandoned half-way, and serves the next stream."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    f.dc_id = 4
+    app = await start_app(world, **SMALL_BLOCKS)
+    info = await app.services.catalog.info(msg_id)
+    world.telegram.rtt = 0.05  # session set-up takes several round trips
+    first = asyncio.create_task(anext(app.services.streamer.stream(info, 0, SIZE - 1)))
+    await eventually(lambda: world.telegram.count("auth.ExportAuthorization") > 0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert app.services.budget.active_streams == 0
+    assert all(fc.active_streams == 0 for fc in app.services.fleet.clients)
+
+    # The set-up completes on its own: DC 4's main and media session, one import each.
+    await eventually(lambda: world.telegram.count("auth.ImportAuthorization") == 2)
+    await get_exact(app, app.dl_path(msg_id))
+    assert world.telegram.count("auth.ImportAuthorization") == 2  # reused, not set up again
+    assert quiescent(app)
