@@ -26,18 +26,11 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world
 from streambot.store import Store, StoredFile
 
+from .clock import ManualClock
 from .conftest import Running, StartApp
 
 DAY = 86_400.0
 T0 = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()  # one hour before a month ends
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def own(app: Running, message_id: int, owner: int, size: int) -> None:
@@ -127,7 +120,7 @@ async def test_flush_is_one_transaction_per_batch(world, start_app: StartApp) ->
 
 async def test_quota_boundary_and_rollover(tmp_path: Path) -> None:
     """Over a limit a new download is refused until the UTC day or month rolls over."""
-    clock = Clock(T0)
+    clock = ManualClock(T0)
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
         bw = Bandwidth(store, Quotas(daily=0, monthly=10_000, per_owner_daily=1000), clock=clock)
@@ -169,7 +162,7 @@ async def test_quota_answers_over_http(world, start_app: StartApp) -> None:
 
 async def test_cleanup_removes_exactly_old_records(tmp_path: Path) -> None:
     """The daily cleanup deletes records older than the keep period and reports how many."""
-    clock = Clock(T0)
+    clock = ManualClock(T0)
     store = await Store.open(tmp_path / "db.sqlite3")
     try:
         bw = Bandwidth(store, Quotas(), clock=clock)

@@ -15,12 +15,12 @@ from streambot.errors import FileNotFound, StreamAborted
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
 
+from .clock import ManualClock
 from .conftest import Running, StartApp
 from .test_download import eventually, expected
-from .test_stream_registry import FakeClock
 
 
-def catalog_on(app: Running, clock: FakeClock, *, limit: int = 8, ttl: float = 60) -> Catalog:
+def catalog_on(app: Running, clock: ManualClock, *, limit: int = 8, ttl: float = 60) -> Catalog:
     return Catalog(app.services.fleet, app.world.channel_id, limit=limit, ttl=ttl, clock=clock)
 
 
@@ -38,7 +38,7 @@ def gets(world: World) -> int:
 
 def test_cache_is_a_bounded_lru() -> None:
     """Past its limit the cache evicts the least recently used entry."""
-    cache: BoundedTTLCache[str, int] = BoundedTTLCache(2, ttl=10, clock=FakeClock())
+    cache: BoundedTTLCache[str, int] = BoundedTTLCache(2, ttl=10, clock=ManualClock())
     cache.put("a", 1)
     cache.put("b", 2)
     assert cache.get("a") == (1, True)  # "a" is now the most recently used
@@ -51,7 +51,7 @@ def test_cache_is_a_bounded_lru() -> None:
 
 def test_cache_entries_go_stale_after_the_ttl_and_are_swept_later() -> None:
     """An entry older than the TTL is still readable but stale; the sweep drops it at 2x TTL."""
-    clock = FakeClock()
+    clock = ManualClock()
     cache: BoundedTTLCache[str, int] = BoundedTTLCache(4, ttl=10, clock=clock)
     cache.put("a", 1)
     clock.now += 9.9
@@ -77,7 +77,7 @@ async def test_info_is_cached_and_bounded(world: World, start_app: StartApp) -> 
     """A hit costs no request; past CACHE_FILES_LIMIT the oldest file is asked for again."""
     ids = [world.store(SyntheticContent(10 + i, seed=i), name=f"{i}.txt")[1] for i in range(3)]
     app = await start_app(world)
-    catalog = catalog_on(app, FakeClock(), limit=2)
+    catalog = catalog_on(app, ManualClock(), limit=2)
     before = gets(world)
     infos = [await catalog.info(i) for i in ids]
     assert [info.size for info in infos] == [10, 11, 12]
@@ -96,7 +96,7 @@ async def test_stale_entry_is_served_while_a_background_refresh_runs(
     """After the TTL the old info answers at once; a single background refresh updates it."""
     f, msg_id = world.store(SyntheticContent(10, seed=1), name="old.txt")
     app = await start_app(world)
-    clock = FakeClock()
+    clock = ManualClock()
     catalog = catalog_on(app, clock, ttl=60)
     assert (await catalog.info(msg_id)).name == "old.txt"
     f.name = "new.txt"  # Telegram now says something else
@@ -125,7 +125,7 @@ async def test_concurrent_misses_share_one_request(world: World, start_app: Star
     """Ten simultaneous lookups of an uncached message cost Telegram one GetMessages."""
     _f, msg_id = world.store(SyntheticContent(10, seed=1), name="a.txt")
     app = await start_app(world)
-    catalog = catalog_on(app, FakeClock())
+    catalog = catalog_on(app, ManualClock())
     world.telegram.rtt = 0.01
     before = gets(world)
     infos = await asyncio.gather(*(catalog.info(msg_id) for _ in range(10)))
@@ -140,7 +140,7 @@ async def test_missing_or_empty_message_is_file_not_found(
     """A deleted message raises FileNotFound, and a refresh that finds it gone drops the entry."""
     _f, msg_id = world.store(SyntheticContent(10, seed=1), name="a.txt")
     app = await start_app(world)
-    clock = FakeClock()
+    clock = ManualClock()
     catalog = catalog_on(app, clock)
     with pytest.raises(FileNotFound):
         await catalog.info(msg_id + 100)
@@ -164,7 +164,7 @@ async def test_telegram_error_on_a_miss_is_stream_aborted_and_502(
     app = await start_app(world)
     world.telegram.inject("channels.GetMessages", code=400, message="CHANNEL_INVALID", times=2)
     with pytest.raises(StreamAborted):
-        await catalog_on(app, FakeClock()).info(msg_id)
+        await catalog_on(app, ManualClock()).info(msg_id)
     resp = await app.client.get(app.dl_path(msg_id))
     assert resp.status == 502
     assert resp.headers["Retry-After"] == "5"
@@ -180,7 +180,7 @@ async def test_location_is_per_client_and_refreshes_an_expired_reference(
     world = build_world(workers=1)
     f, msg_id = world.store(SyntheticContent(10, seed=1), name="a.txt")
     app = await start_app(world)
-    catalog = catalog_on(app, FakeClock())
+    catalog = catalog_on(app, ManualClock())
     main, worker = app.services.fleet.clients
     loc_main = await catalog.location(main, msg_id)
     loc_worker = await catalog.location(worker, msg_id)

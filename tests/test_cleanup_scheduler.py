@@ -33,19 +33,10 @@ from utils.memory_monitor import MemoryLog, MemorySample
 from utils.smart_logger import install
 from utils.stream_cleanup import StreamRegistry
 
+from .clock import ManualClock
 from .conftest import StartApp
 
 SAMPLE = MemorySample(rss_mb=100.0, vms_mb=200.0, available_mb=1000.0, free_percent=50.0)
-
-
-class Clock:
-    """A float clock moved by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Records(logging.Handler):
@@ -67,10 +58,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def job_log() -> Iterator[tuple[Records, Clock]]:
+def job_log() -> Iterator[tuple[Records, ManualClock]]:
     """A rate-limited handler on this module's logger, as __main__ installs on the root."""
     handler = Records()
-    clock = Clock()
+    clock = ManualClock()
     install(handler, window_seconds=60, clock=clock)
     logger = logging.getLogger("utils.cleanup_scheduler")
     logger.addHandler(handler)
@@ -108,7 +99,7 @@ async def test_collect_garbage_logs_a_report_line(caplog: pytest.LogCaptureFixtu
 
 async def test_stale_stream_sweep_cancels_only_stalled_streams() -> None:
     """Streams idle longer than the stall limit are cancelled; fresh ones keep running."""
-    clock = Clock()
+    clock = ManualClock()
     registry = StreamRegistry(clock=clock)
     entered = [asyncio.Event(), asyncio.Event()]
     release = asyncio.Event()
@@ -135,7 +126,7 @@ async def test_stale_stream_sweep_cancels_only_stalled_streams() -> None:
 
 async def test_logger_cache_cleanup_forgets_quiet_keys() -> None:
     """Keys whose window has passed with nothing suppressed are removed."""
-    clock = Clock()
+    clock = ManualClock()
     smart = install(Records(), window_seconds=60, max_keys=10, clock=clock)
     for i in range(3):
         smart.filter(logging.makeLogRecord({"msg": f"message {i}", "name": "x"}))
@@ -174,7 +165,7 @@ async def test_memory_log_cleanup_deletes_old_files(tmp_path: Path) -> None:
 
 async def test_file_cache_sweep_drops_long_stale_entries(tmp_path: Path) -> None:
     """Entries older than twice the TTL are swept; younger ones stay."""
-    clock = Clock()
+    clock = ManualClock()
     fleet = Fleet.build(
         api_id=1,
         api_hash="0" * 32,
@@ -206,7 +197,7 @@ def test_daily_time_parsing() -> None:
 
 
 async def test_failing_job_is_logged_rate_limited_and_counted(
-    job_log: tuple[Records, Clock],
+    job_log: tuple[Records, ManualClock],
 ) -> None:
     """A job raising three times in a row logs one line (rate-limited) and counts three failures."""
     handler, _ = job_log

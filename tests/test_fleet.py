@@ -11,18 +11,11 @@ from streambot.fleet import ClientState, Fleet, NoClientAvailable, session_name
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world
 
+from .clock import ManualClock
 from .conftest import StartApp
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_fleet(tmp_path, n: int, clock: Clock) -> Fleet:
+def make_fleet(tmp_path, n: int, clock: ManualClock) -> Fleet:
     fleet = Fleet.build(
         api_id=1,
         api_hash="0" * 32,
@@ -39,7 +32,7 @@ def make_fleet(tmp_path, n: int, clock: Clock) -> Fleet:
 
 async def test_pick_prefers_least_loaded_then_file_dc(tmp_path) -> None:
     """The client with the fewest streams wins; on a tie the one on the file's DC wins."""
-    fleet = make_fleet(tmp_path, 3, Clock())
+    fleet = make_fleet(tmp_path, 3, ManualClock())
     main, w1, w2 = fleet.clients
     assert fleet.pick(dc_id=4) is w1
     assert fleet.pick(dc_id=2) is main
@@ -50,7 +43,7 @@ async def test_pick_prefers_least_loaded_then_file_dc(tmp_path) -> None:
 
 async def test_floodwait_cooldown_excludes_client_until_it_ends(tmp_path) -> None:
     """A client put into FloodWait receives no new streams until its cooldown has passed."""
-    clock = Clock()
+    clock = ManualClock()
     fleet = make_fleet(tmp_path, 2, clock)
     main, worker = fleet.clients
     fleet.cool_down(main, 30)
@@ -71,7 +64,7 @@ async def test_floodwait_cooldown_excludes_client_until_it_ends(tmp_path) -> Non
 
 async def test_unhealthy_and_no_access_clients_are_never_picked(tmp_path) -> None:
     """Only healthy clients are in the selection pool."""
-    fleet = make_fleet(tmp_path, 3, Clock())
+    fleet = make_fleet(tmp_path, 3, ManualClock())
     main, w1, w2 = fleet.clients
     fleet.mark_unhealthy(main, "ping timeout")
     w1.state = ClientState.NO_ACCESS
@@ -80,7 +73,7 @@ async def test_unhealthy_and_no_access_clients_are_never_picked(tmp_path) -> Non
 
 async def test_lease_releases_on_every_exit_path(tmp_path) -> None:
     """A lease gives its count back on success, on error and on cancellation."""
-    fleet = make_fleet(tmp_path, 1, Clock())
+    fleet = make_fleet(tmp_path, 1, ManualClock())
 
     async def hold(fail: bool) -> None:
         with fleet.lease():

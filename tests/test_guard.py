@@ -12,13 +12,7 @@ from streambot.errors import LinkRevoked, ServiceBusy
 from streambot.guard import LinkGuard
 from streambot.store import Store, StoredFile
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .clock import ManualClock
 
 
 @pytest.fixture
@@ -44,13 +38,13 @@ async def add(store: Store, message_id: int, owner_id: int) -> None:
     )
 
 
-def guard_on(store: Store, clock: Clock, *, ttl: float = 1.0, limit: int = 100) -> LinkGuard:
+def guard_on(store: Store, clock: ManualClock, *, ttl: float = 1.0, limit: int = 100) -> LinkGuard:
     return LinkGuard(store, Bandwidth(store, Quotas()), ttl=ttl, limit=limit, clock=clock)
 
 
 async def test_revocation_elsewhere_is_honoured_after_at_most_the_ttl(store: Store) -> None:
     """Another node revokes in the shared store: admitted while cached, refused from the TTL on."""
-    clock = Clock()
+    clock = ManualClock()
     guard = guard_on(store, clock, ttl=1.0)
     await add(store, 7, owner_id=42)
     await guard.check(7)
@@ -65,7 +59,7 @@ async def test_revocation_elsewhere_is_honoured_after_at_most_the_ttl(store: Sto
 
 
 async def test_zero_ttl_reads_the_store_on_every_check(store: Store) -> None:
-    clock = Clock()
+    clock = ManualClock()
     guard = guard_on(store, clock, ttl=0.0)
     await guard.check(9)  # never recorded: no owner, not revoked
     assert guard.owner_of(9) is None
@@ -75,7 +69,7 @@ async def test_zero_ttl_reads_the_store_on_every_check(store: Store) -> None:
 
 
 async def test_facts_are_bounded_oldest_lookup_dropped_first(store: Store) -> None:
-    clock = Clock()
+    clock = ManualClock()
     guard = guard_on(store, clock, limit=3)
     for message_id in range(1, 6):
         await add(store, message_id, owner_id=100 + message_id)
@@ -86,7 +80,7 @@ async def test_facts_are_bounded_oldest_lookup_dropped_first(store: Store) -> No
 
 async def test_owner_over_quota_is_refused(store: Store) -> None:
     """The guard also applies the owner's daily quota, from the same facts."""
-    clock = Clock()
+    clock = ManualClock()
     bandwidth = Bandwidth(store, Quotas(per_owner_daily=10), clock=lambda: 1_700_000_000.0)
     guard = LinkGuard(store, bandwidth, clock=clock)
     await add(store, 3, owner_id=5)

@@ -33,6 +33,8 @@ from utils.memory_manager import (
     format_report,
 )
 
+from .clock import ManualClock
+
 
 @dataclass
 class FakeProcess:
@@ -58,16 +60,6 @@ class FakeProcess:
 
 def fake_system(total: int = 4096 * MIB, available: int = 1024 * MIB) -> Callable[[], Any]:
     return lambda: SimpleNamespace(total=total, available=available)
-
-
-class ManualClock:
-    """Monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Alerts:

@@ -10,21 +10,13 @@ import pytest
 
 from utils.smart_logger import SmartLogFilter, install
 
-
-class FakeClock:
-    """Monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
+from .clock import ManualClock
 
 
 @pytest.fixture
-def clock() -> FakeClock:
+def clock() -> ManualClock:
     """A fresh fake clock per test."""
-    return FakeClock()
+    return ManualClock()
 
 
 @pytest.fixture
@@ -58,7 +50,7 @@ def lines(stream: io.StringIO) -> list[str]:
 
 
 def test_repeats_inside_window_emit_once(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """Five identical records inside one window produce exactly one line."""
     smart = install(handler, window_seconds=60, clock=clock)
@@ -80,7 +72,7 @@ def test_first_record_after_window_reports_count(
     log: logging.Logger,
     handler: logging.Handler,
     stream: io.StringIO,
-    clock: FakeClock,
+    clock: ManualClock,
     advance: float,
     expected_suffix: str,
 ) -> None:
@@ -96,7 +88,7 @@ def test_first_record_after_window_reports_count(
 
 
 def test_new_window_starts_after_report(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """After a report the key starts a fresh window, so the next repeat is suppressed again."""
     install(handler, window_seconds=10, clock=clock)
@@ -115,7 +107,7 @@ def test_new_window_starts_after_report(
 
 
 def test_different_args_share_template_key(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """Records with the same template but different args count as the same message."""
     install(handler, clock=clock)
@@ -136,7 +128,7 @@ def test_key_includes_level_and_template(
     log: logging.Logger,
     handler: logging.Handler,
     stream: io.StringIO,
-    clock: FakeClock,
+    clock: ManualClock,
     first: tuple[str, str],
     second: tuple[str, str],
     expected_count: int,
@@ -149,7 +141,7 @@ def test_key_includes_level_and_template(
 
 
 def test_explicit_rate_key_groups_different_templates(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """An explicit rate_key groups records regardless of their template."""
     smart = install(handler, clock=clock)
@@ -161,7 +153,7 @@ def test_explicit_rate_key_groups_different_templates(
 
 
 def test_unhashable_rate_key_does_not_raise(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """A list passed as rate_key is keyed by its text instead of breaking logging."""
     install(handler, clock=clock)
@@ -171,7 +163,7 @@ def test_unhashable_rate_key_does_not_raise(
 
 
 def test_max_keys_bound_evicts_least_recently_seen(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """With max_keys=3, five keys leave three tracked and two evicted, oldest first."""
     smart = install(handler, max_keys=3, clock=clock)
@@ -190,7 +182,7 @@ def test_max_keys_bound_evicts_least_recently_seen(
     assert lines(stream) == ["INFO k0", "INFO k1", "INFO k2", "INFO k3", "INFO k4", "INFO k1"]
 
 
-def test_eviction_counts_unreported_suppressions(clock: FakeClock) -> None:
+def test_eviction_counts_unreported_suppressions(clock: ManualClock) -> None:
     """Evicting a key with a pending count records the loss in stats()."""
     smart = SmartLogFilter(max_keys=1, clock=clock)
 
@@ -211,7 +203,7 @@ def test_eviction_counts_unreported_suppressions(clock: FakeClock) -> None:
 
 
 def test_cleanup_removes_stale_keys_and_returns_count(
-    log: logging.Logger, handler: logging.Handler, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, clock: ManualClock
 ) -> None:
     """cleanup() drops expired keys with nothing pending and keeps fresh or pending ones."""
     smart = install(handler, window_seconds=60, clock=clock)
@@ -230,7 +222,7 @@ def test_cleanup_removes_stale_keys_and_returns_count(
 
 
 def test_pending_key_reports_after_cleanup(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """A key kept by cleanup because of its count still reports it when it recurs."""
     smart = install(handler, window_seconds=60, clock=clock)
@@ -256,7 +248,7 @@ def test_suffix_keeps_percent_formatting(
     log: logging.Logger,
     handler: logging.Handler,
     stream: io.StringIO,
-    clock: FakeClock,
+    clock: ManualClock,
     msg: str,
     args: tuple[object, ...],
     expected: str,
@@ -274,7 +266,7 @@ def test_suffix_keeps_percent_formatting(
 
 
 def test_non_string_message_is_keyed_by_text(
-    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: FakeClock
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
     """Logging exception objects collapses equal texts instead of keying by identity."""
     install(handler, window_seconds=5, clock=clock)
@@ -288,7 +280,7 @@ def test_non_string_message_is_keyed_by_text(
     ]
 
 
-def test_second_handler_sees_same_key_after_suffix(clock: FakeClock) -> None:
+def test_second_handler_sees_same_key_after_suffix(clock: ManualClock) -> None:
     """A filter on a second handler keys on the original template, not the suffixed one."""
     first_out, second_out = io.StringIO(), io.StringIO()
     first, second = logging.StreamHandler(first_out), logging.StreamHandler(second_out)

@@ -14,6 +14,8 @@ import pytest
 
 from streambot.store import ConflictError, SchemaTooNew, Store, StoredFile, StoreError
 
+from .clock import ManualClock
+
 LATEST_VERSION = 2
 
 # A frozen snapshot of what a v1 database looked like on disk. It is written out by hand
@@ -35,16 +37,6 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_revoked_at ON revocations (revoked_at);
 PRAGMA user_version = 1;
 """
-
-
-class FakeClock:
-    """Settable time source so timestamp tests need no sleeping."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_file(
@@ -90,12 +82,12 @@ def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-async def store(db_path: Path | str, clock: FakeClock) -> AsyncIterator[Store]:
+async def store(db_path: Path | str, clock: ManualClock) -> AsyncIterator[Store]:
     s = await Store.open(db_path, clock=clock)
     yield s
     await s.close()
@@ -333,7 +325,7 @@ async def test_add_file_rejects_preset_id(store: Store) -> None:
 # -- revocations -----------------------------------------------------------------------
 
 
-async def test_revoke_is_idempotent(store: Store, clock: FakeClock) -> None:
+async def test_revoke_is_idempotent(store: Store, clock: ManualClock) -> None:
     """Revoking twice reports True then False and keeps the original timestamp."""
     clock.now = 50.0
     assert await store.revoke(100, by=1) is True
@@ -345,7 +337,7 @@ async def test_revoke_is_idempotent(store: Store, clock: FakeClock) -> None:
     assert await store.revoked_since(0.0) == [(100, 50.0)]
 
 
-async def test_revoked_since_is_inclusive_and_ordered(store: Store, clock: FakeClock) -> None:
+async def test_revoked_since_is_inclusive_and_ordered(store: Store, clock: ManualClock) -> None:
     """revoked_since returns rows at or after the cutoff, oldest first."""
     for message_id, at in [(3, 30.0), (1, 10.0), (2, 20.0), (4, 20.0)]:
         clock.now = at

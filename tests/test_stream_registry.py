@@ -19,6 +19,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 from utils.stream_cleanup import RegistryFull, StreamRegistry
 
+from .clock import ManualClock
 from .conftest import Running, StartApp
 from .test_download import (
     _no_rule_breaking_getfile,  # noqa: F401  (autouse: every test checks Telegram's rules)
@@ -28,14 +29,6 @@ from .test_download import (
 from .test_streamer import ABORTED, quiescent
 
 BIG = 512 * MIB  # synthetic: nothing is allocated; far larger than any socket buffer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def track(registry: StreamRegistry, n: int = 1) -> Any:
@@ -55,7 +48,7 @@ async def metric(app: Running, name: str) -> float:
 
 async def test_sweep_cancels_only_streams_without_recent_progress() -> None:
     """With an injected clock, the sweep cancels the stalled stream and leaves the live one."""
-    clock = FakeClock()
+    clock = ManualClock()
     registry = StreamRegistry(clock=clock)
     stalled_in, live_in = asyncio.Event(), asyncio.Event()
     release = asyncio.Event()

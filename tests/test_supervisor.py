@@ -21,6 +21,7 @@ from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World, build_world
 from streambot.supervisor import Backoff, Supervisor
 
+from .clock import ManualClock
 from .conftest import Running, StartApp
 
 H, U, R, F = (
@@ -51,14 +52,6 @@ class Gate:
         await self._open.wait()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def world() -> World:
     """A main bot and one worker."""
@@ -80,7 +73,11 @@ async def supervisors() -> AsyncIterator[list[Supervisor]]:
 
 
 def make_supervisor(
-    running: Running, made: list[Supervisor], gate: Gate, clock: Clock | None = None, **kw: Any
+    running: Running,
+    made: list[Supervisor],
+    gate: Gate,
+    clock: ManualClock | None = None,
+    **kw: Any,
 ) -> Supervisor:
     kw.setdefault("max_restarts", 5)
     kw.setdefault("reset_after", 600)
@@ -94,7 +91,7 @@ def make_supervisor(
         backoff=Backoff(1.0, jitter=0),
         notify=services.notify,
         registry=services.registry,
-        clock=clock or Clock(),
+        clock=clock or ManualClock(10_000.0),
         sleep=gate,
         **kw,
     )
@@ -212,7 +209,7 @@ class TestTransitions:
         fleet = running.services.fleet
         worker = fleet.clients[1]
         gate = Gate()
-        clock = Clock()
+        clock = ManualClock(10_000.0)
         sup = make_supervisor(running, supervisors, gate, clock, reset_after=600)
 
         world.telegram.set_offline(world.workers[0])
