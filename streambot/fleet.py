@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,6 +33,9 @@ class ClientState(enum.StrEnum):
     FAILED = "failed"  # gave up restarting
     NO_ACCESS = "no_access"  # cannot read BIN_CHANNEL
     STOPPED = "stopped"
+
+
+_UNREADABLE_ANSWER = (KeyError, IndexError, ValueError, EOFError, struct.error)
 
 
 class FleetError(Exception):
@@ -151,6 +155,15 @@ class Fleet:
         except (RPCError, OSError) as exc:
             fc.state = ClientState.FAILED
             fc.last_error = f"{type(exc).__name__}: {exc}"
+            raise FleetError(fc.last_error) from exc
+        except _UNREADABLE_ANSWER as exc:
+            # pyrogram parses whatever comes back; junk (a proxy or firewall answering in
+            # Telegram's place) surfaces as a lookup or decoding error from its TL reader.
+            fc.state = ClientState.FAILED
+            fc.last_error = (
+                f"Telegram's answer could not be read ({type(exc).__name__}: {exc}); "
+                "is a proxy or firewall intercepting connections to Telegram?"
+            )
             raise FleetError(fc.last_error) from exc
         me = fc.client.me
         fc.username = (me.username or "") if me else ""

@@ -195,9 +195,13 @@ def test_run_stops_on_sigterm_during_start_up(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    assert "Traceback" not in err
+    if proc.returncode == 3 and "StreamBot could not start: " in err:
+        # Some networks answer for Telegram at once (e.g. an intercepting proxy sends junk):
+        # start-up then failed on its own, cleanly, before the signal could matter.
+        pytest.skip(f"start-up failed by itself before SIGTERM: {err[-300:]}")
     assert proc.returncode == 0, err
     assert "StreamBot stopped during start-up." in err
-    assert "Traceback" not in err
 
 
 def test_demo_rejects_a_missing_path(tmp_path: Path) -> None:

@@ -6,13 +6,16 @@ import asyncio
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from streambot.fleet import ClientState, Fleet, NoClientAvailable, session_name
+from streambot.app import create_app
+from streambot.config import Settings
+from streambot.fleet import ClientState, Fleet, FleetStartError, NoClientAvailable, session_name
 from streambot.simulator import SyntheticContent
-from streambot.simulator.world import build_world
+from streambot.simulator.world import build_world, world_settings
 
 from .clock import ManualClock
-from .conftest import StartApp
+from .conftest import LINK_SECRET, StartApp
 
 
 def make_fleet(tmp_path, n: int, clock: ManualClock) -> Fleet:
@@ -124,3 +127,22 @@ async def test_hundred_streams_spread_evenly_over_three_clients(start_app: Start
                 r.close()
     assert await registry.wait_idle(5)
     assert [fc.active_streams for fc in app.services.fleet.clients] == [0, 0, 0]
+
+
+async def test_unreadable_answer_from_telegram_fails_start_up_with_a_reason(tmp_path) -> None:
+    """Junk instead of Telegram (an intercepting proxy) stops start-up with a readable reason."""
+
+    world = build_world(workers=0)
+    world.telegram.garbled_handshake = True
+    settings = world_settings(Settings(), world, data_dir=tmp_path / "data")
+    app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
+    runner = web.AppRunner(app)
+    try:
+        with pytest.raises(FleetStartError) as failed:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    message = str(failed.value)
+    assert message.startswith("the main bot could not start: Telegram's answer could not be read")
+    assert "proxy or firewall" in message
+    assert world.telegram.count("auth.ImportBotAuthorization") == 0

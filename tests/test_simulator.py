@@ -265,6 +265,15 @@ async def test_getfile_rules_are_enforced_through_the_client(scene: Scene) -> No
 # ---------------------------------------------------------------------------- latency and bandwidth
 
 
+async def test_garbled_handshake_is_read_by_pyrogram_and_fails_its_start() -> None:
+    """A proxy answering junk: pyrogram's own reader fails on it as on the real network."""
+    scene = Scene()
+    scene.tg.garbled_handshake = True
+    with pytest.raises(KeyError):
+        async with started(scene.tg, scene.main):
+            pass
+
+
 async def test_rtt_delays_every_request() -> None:
     """With rtt=0.05 s, four sequential requests cannot finish in under 0.2 s."""
     scene = Scene(rtt=0.05)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from io import BytesIO
 from typing import Any, ClassVar
 
 import pyrogram.client
-from pyrogram.session import Session
+from pyrogram.session import Auth, Session
 
 from streambot.simulator.telegram import SimulatedTelegram
 
@@ -39,12 +40,20 @@ class SimSession(Session):
 
 
 class SimAuth:
-    """Replaces the DH key exchange: a random key, as if Telegram had agreed to it."""
+    """Replaces the DH key exchange: a random key, as if Telegram had agreed to it.
+
+    With ``telegram.garbled_handshake`` set, the first answer is junk instead (what a proxy or
+    firewall that intercepts the connection sends back), read by pyrogram's own ``Auth.unpack``.
+    """
+
+    telegram: ClassVar[SimulatedTelegram]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     async def create(self) -> bytes:
+        if self.telegram.garbled_handshake:
+            Auth.unpack(BytesIO(bytes(64)))
         return os.urandom(256)
 
 
@@ -56,8 +65,9 @@ def offline(telegram: SimulatedTelegram) -> Iterator[SimulatedTelegram]:
     ``pyrogram.client``; swapping those two names is the whole installation.
     """
     bound = type("BoundSimSession", (SimSession,), {"telegram": telegram})
+    auth = type("BoundSimAuth", (SimAuth,), {"telegram": telegram})
     saved = pyrogram.client.Session, pyrogram.client.Auth
-    pyrogram.client.Session, pyrogram.client.Auth = bound, SimAuth  # type: ignore[misc]
+    pyrogram.client.Session, pyrogram.client.Auth = bound, auth  # type: ignore[misc]
     try:
         yield telegram
     finally:

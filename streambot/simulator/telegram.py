@@ -259,6 +259,8 @@ class SimulatedTelegram:
         self.home_dc = home_dc
         self.rtt = rtt  # seconds added to every request
         self.bandwidth = bandwidth  # bytes/second for GetFile payloads; None = unlimited
+        # Key exchanges get junk back, as from a proxy or firewall answering in our place.
+        self.garbled_handshake = False
         self.bots: dict[int, SimBot] = {}
         self.users: dict[int, SimUser] = {}
         self.channels: dict[int, SimChannel] = {}
