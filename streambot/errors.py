@@ -5,9 +5,37 @@ StreamBotError
 ├── LinkRevoked           the file's links were revoked                      -> 410
 ├── ServiceBusy           overload, memory pressure, quota                   -> 503/429 + Retry-After
 └── StreamAborted         the bytes cannot continue mid-response             -> connection aborted
+
+UnreadableAnswer is a ConnectionError instead: junk where a Telegram answer should be is handled
+like any network failure (retry, another client, 502).
 """
 
 from __future__ import annotations
+
+import struct
+
+# What pyrogram's TL reader raises when the bytes that came back are not a Telegram answer at
+# all (a proxy or firewall answering in Telegram's place): see UnreadableAnswer.
+UNREADABLE_ANSWER: tuple[type[Exception], ...] = (
+    KeyError,
+    IndexError,
+    ValueError,
+    EOFError,
+    struct.error,
+)
+
+
+class UnreadableAnswer(ConnectionError):
+    """Telegram's side of a connection sent bytes that are not a Telegram answer.
+
+    A ``ConnectionError`` so every network-failure path (retries, failover, 502) handles it.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(
+            f"Telegram's answer could not be read ({type(cause).__name__}: {cause}); "
+            "is a proxy or firewall intercepting connections to Telegram?"
+        )
 
 
 class StreamBotError(Exception):

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -21,6 +20,8 @@ from typing import Any
 import pyrogram
 from pyrogram.enums import ParseMode
 from pyrogram.errors import RPCError
+
+from streambot.errors import UNREADABLE_ANSWER, UnreadableAnswer
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ class ClientState(enum.StrEnum):
     FAILED = "failed"  # gave up restarting
     NO_ACCESS = "no_access"  # cannot read BIN_CHANNEL
     STOPPED = "stopped"
-
-
-_UNREADABLE_ANSWER = (KeyError, IndexError, ValueError, EOFError, struct.error)
 
 
 class FleetError(Exception):
@@ -156,14 +154,9 @@ class Fleet:
             fc.state = ClientState.FAILED
             fc.last_error = f"{type(exc).__name__}: {exc}"
             raise FleetError(fc.last_error) from exc
-        except _UNREADABLE_ANSWER as exc:
-            # pyrogram parses whatever comes back; junk (a proxy or firewall answering in
-            # Telegram's place) surfaces as a lookup or decoding error from its TL reader.
+        except UNREADABLE_ANSWER as exc:
             fc.state = ClientState.FAILED
-            fc.last_error = (
-                f"Telegram's answer could not be read ({type(exc).__name__}: {exc}); "
-                "is a proxy or firewall intercepting connections to Telegram?"
-            )
+            fc.last_error = str(UnreadableAnswer(exc))
             raise FleetError(fc.last_error) from exc
         me = fc.client.me
         fc.username = (me.username or "") if me else ""

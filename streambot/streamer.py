@@ -36,7 +36,7 @@ from pyrogram.session import Session
 
 from streambot.blocks import MIB, Block, ShortRead, plan_blocks, trim
 from streambot.catalog import Catalog, FileInfo, FileLocation
-from streambot.errors import FileNotFound, StreamAborted
+from streambot.errors import UNREADABLE_ANSWER, FileNotFound, StreamAborted, UnreadableAnswer
 from streambot.fleet import Fleet, FleetClient, NoClientAvailable
 
 log = logging.getLogger(__name__)
@@ -421,7 +421,14 @@ class Streamer:
         key = (fc.name, dc_id)
         task = self._session_tasks.get(key)
         if task is None:
-            task = asyncio.create_task(fc.client.get_session(dc_id, is_media=True))
+
+            async def open_session() -> Session:
+                try:
+                    return await fc.client.get_session(dc_id, is_media=True)
+                except UNREADABLE_ANSWER as exc:  # the key exchange got junk back
+                    raise UnreadableAnswer(exc) from exc
+
+            task = asyncio.create_task(open_session())
             self._session_tasks[key] = task
 
             def forget(done: asyncio.Task[Session]) -> None:

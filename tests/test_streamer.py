@@ -441,3 +441,21 @@ async def test_stream_cancelled_while_its_media_session_opens_stops_and_the_sess
     await get_exact(app, app.dl_path(msg_id))
     assert world.telegram.count("auth.ImportAuthorization") == 2  # reused, not set up again
     assert quiescent(app)
+
+
+async def test_junk_instead_of_a_handshake_for_a_new_dc_is_a_502_not_a_500(
+    world: World, start_app: StartApp
+) -> None:
+    """A media session whose key exchange gets junk back fails the request cleanly (502)."""
+    f, msg_id = world.store(SyntheticContent(SIZE, seed=SEED), name="f.bin")
+    f.dc_id = 4  # a DC no session exists for yet
+    app = await start_app(world, **SMALL_BLOCKS, stream_max_wait_seconds=0)
+    world.telegram.garbled_handshake = True
+    resp = await app.client.get(app.dl_path(msg_id))
+    assert resp.status == 502
+    assert resp.headers["Retry-After"]
+    assert (await resp.text()).strip() == "Telegram did not answer; try again shortly."
+    assert quiescent(app)
+
+    world.telegram.garbled_handshake = False  # the network is fixed: the same link works
+    await get_exact(app, app.dl_path(msg_id))
