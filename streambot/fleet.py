@@ -52,6 +52,12 @@ class NoClientAvailable(FleetError):
         self.retry_after = retry_after
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass(eq=False, slots=True)
 class FleetClient:
     """One Telegram bot of the fleet and what the application knows about it."""
@@ -69,6 +75,8 @@ class FleetClient:
     last_error: str = ""
     healthy_since: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set while no stream holds this client, so a restart can wait for it to drain.
+    idle: asyncio.Event = field(default_factory=_set_event)
 
     def label(self) -> str:
         return f"@{self.username}" if self.username else self.name
@@ -277,10 +285,13 @@ class Fleet:
         fc = self.pick(dc_id=dc_id, exclude=exclude)
         fc.active_streams += 1
         fc.total_streams += 1
+        fc.idle.clear()
         return fc
 
     def release(self, fc: FleetClient) -> None:
         fc.active_streams -= 1
+        if fc.active_streams == 0:
+            fc.idle.set()
 
     @contextlib.contextmanager
     def lease(

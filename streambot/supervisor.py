@@ -302,26 +302,20 @@ class Supervisor:
 
     async def _drain(self, fc: FleetClient) -> None:
         """Wait (bounded) until no stream holds ``fc``; then cancel the streams still on it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_timeout
-        # Streams leave an unhealthy client within their retry budget (a few seconds). The fleet
-        # has no release hook to wait on (and the release path is hot), so poll the counter.
-        while fc.active_streams > 0 and loop.time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        if fc.active_streams > 0 and self._registry is not None:
-            stuck = [s for s in self._registry.streams() if s.client == fc.name]
-            log.warning(
-                "client %s still serves %d stream(s) after %.0fs; cutting them before restart",
-                fc.label(),
-                len(stuck),
-                self.drain_timeout,
-            )
-            for stream in stuck:
-                if stream.task is not None and not stream.task.done():
-                    stream.task.cancel()
-            end = loop.time() + 5.0
-            while fc.active_streams > 0 and loop.time() < end:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        # Streams leave an unhealthy client within their retry budget (a few seconds).
+        if await _wait_idle(fc, self.drain_timeout) or self._registry is None:
+            return
+        stuck = [s for s in self._registry.streams() if s.client == fc.name]
+        log.warning(
+            "client %s still serves %d stream(s) after %.0fs; cutting them before restart",
+            fc.label(),
+            len(stuck),
+            self.drain_timeout,
+        )
+        for stream in stuck:
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+        await _wait_idle(fc, 5.0)
 
     async def _probe(self, client: pyrogram.Client) -> None:
         """Connect and ping once; leaves the client disconnected either way."""
@@ -423,3 +417,13 @@ class Supervisor:
         for fc in interrupted:
             if fc.client.is_connected and not fc.client.is_initialized:
                 await self._shutdown_client(fc.client)
+
+
+async def _wait_idle(fc: FleetClient, timeout: float) -> bool:
+    """Whether no stream holds ``fc`` any more, waiting up to ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await fc.idle.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -89,11 +89,24 @@ async def test_lease_releases_on_every_exit_path(tmp_path) -> None:
     task = asyncio.create_task(hold(False))
     await asyncio.sleep(0)
     assert fleet.main.active_streams == 1
+    assert not fleet.main.idle.is_set()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fleet.main.active_streams == 0
+    assert fleet.main.idle.is_set()  # a draining supervisor wakes up
     assert fleet.main.total_streams == 2
+
+
+async def test_idle_is_set_only_when_the_last_stream_leaves(tmp_path) -> None:
+    fleet = make_fleet(tmp_path, 1, ManualClock())
+    fc = fleet.main
+    assert fc.idle.is_set()
+    assert fleet.acquire() is fleet.acquire() is fc
+    fleet.release(fc)
+    assert (fc.active_streams, fc.idle.is_set()) == (1, False)
+    fleet.release(fc)
+    assert (fc.active_streams, fc.idle.is_set()) == (0, True)
 
 
 def test_session_name_never_contains_the_token_secret() -> None:
