@@ -117,6 +117,8 @@ def _load(args: argparse.Namespace, *, require_telegram: bool) -> Settings:
 
 def _fail(message: str, hint: str = "") -> int:
     """One paragraph on stderr, no traceback: start-up problems are the operator's to fix."""
+    if not message.endswith((".", "?", "!")):
+        message += "."
     print(f"StreamBot could not start: {message}" + (f" {hint}" if hint else ""), file=sys.stderr)
     return EXIT_STARTUP
 
@@ -174,12 +176,12 @@ async def _run(settings: Settings) -> int:
                 started, _ = await unless_stopped(runner.setup(), stop)
             except FleetError as exc:
                 return _fail(
-                    f"{exc}.",
+                    str(exc),
                     "Check that this machine can reach Telegram, that BOT_TOKEN, API_ID and "
                     "API_HASH are right, and that the bot is an admin of BIN_CHANNEL.",
                 )
             except (OSError, StoreError) as exc:
-                return _fail(f"{exc}.")
+                return _fail(str(exc))
             if not started:
                 print("StreamBot stopped during start-up.", file=sys.stderr)
                 return 0
@@ -243,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
                     return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}.")
-                return _fail(f"{exc}.")
+                return _fail(str(exc))
         return 0
 
     return asyncio.run(demo())

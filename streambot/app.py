@@ -189,7 +189,7 @@ def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> 
     """Create the memory manager, memory log, supervisor and scheduler (started by ctx entries)."""
     settings = services.settings
     services.log_filter = log_filter if log_filter is not None else installed_log_filter()
-    services.memlog = MemoryLog(settings.log_dir)
+    services.memlog = MemoryLog(settings.log_dir, max_line_queue=settings.memory_log_queue_limit)
     services.memory = MemoryManager(
         limit_mb=settings.memory_limit_mb,
         warning_percent=settings.memory_warning_percent,

@@ -554,6 +554,13 @@ class Settings:
         doc="Memory log files older than this many days are deleted by the daily cleanup.",
         check=_at_least(0),
     )
+    memory_log_queue_limit: int = _setting(
+        1000,
+        group="Memory",
+        example="1000",
+        doc="Memory log lines waiting for a slow disk; beyond this new lines are dropped and counted.",
+        check=_at_least(1),
+    )
     # --- Bandwidth
     bandwidth_daily_limit_gb: float = _setting(
         0.0,

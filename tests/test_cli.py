@@ -218,3 +218,27 @@ def test_unknown_command_shows_usage(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "run" in result.stderr
     assert "demo" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("no answer from Telegram within 3s", "no answer from Telegram within 3s."),
+        (
+            "DATA_DIR /x is not usable: Permission denied.",
+            "DATA_DIR /x is not usable: Permission denied.",
+        ),
+        (
+            "is a proxy intercepting connections to Telegram?",
+            "is a proxy intercepting connections to Telegram?",
+        ),
+    ],
+)
+def test_start_up_failure_is_one_sentence(
+    message: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The paragraph ends each message with exactly one stop, then the hint."""
+    from streambot.__main__ import EXIT_STARTUP, _fail
+
+    assert _fail(message, "Hint.") == EXIT_STARTUP
+    assert capsys.readouterr().err == f"StreamBot could not start: {shown} Hint.\n"

@@ -109,3 +109,10 @@ async def test_memory_report_is_for_admins_only(world: World, start_app: StartAp
     stranger = world.telegram.add_user("Mallory")
     text = await ask(app, "/memory", stranger)
     assert text == "Sorry, /memory is for admins only."
+
+
+async def test_memory_log_queue_is_bounded_as_configured(world: World, start_app: StartApp) -> None:
+    """MEMORY_LOG_QUEUE_LIMIT reaches the running app's memory log."""
+    app = await start_app(world, memory_log_queue_limit=7)
+    assert app.services.memlog is not None
+    assert app.services.memlog.max_line_queue == 7

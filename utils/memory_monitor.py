@@ -204,6 +204,11 @@ class MemoryLog:
         return self._dir
 
     @property
+    def max_line_queue(self) -> int:
+        """Lines that may wait for the disk before new ones are dropped."""
+        return self._max_line_queue
+
+    @property
     def dropped_lines(self) -> int:
         """Lines discarded because the write queue was full."""
         return self._dropped
