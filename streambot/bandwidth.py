@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from streambot.errors import ServiceBusy
 from streambot.store import Store
+from utils.event_wait import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,7 @@ class Bandwidth:
     async def run(self) -> None:
         """Flush every ``flush_seconds`` (or early when too many counters are pending)."""
         while True:
-            try:
-                async with asyncio.timeout(self.flush_seconds):
-                    await self._early_flush.wait()
-            except TimeoutError:
-                pass
+            await wait_set(self._early_flush, self.flush_seconds)
             self._early_flush.clear()
             try:
                 await self.flush()

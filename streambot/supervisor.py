@@ -45,6 +45,7 @@ from pyrogram.errors import RPCError
 
 from streambot.bot.notify import Notify
 from streambot.fleet import ClientState, Fleet, FleetClient, FleetError
+from utils.event_wait import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class Supervisor:
     async def _drain(self, fc: FleetClient) -> None:
         """Wait (bounded) until no stream holds ``fc``; then cancel the streams still on it."""
         # Streams leave an unhealthy client within their retry budget (a few seconds).
-        if await _wait_idle(fc, self.drain_timeout) or self._registry is None:
+        if await wait_set(fc.idle, self.drain_timeout) or self._registry is None:
             return
         stuck = [s for s in self._registry.streams() if s.client == fc.name]
         log.warning(
@@ -315,7 +316,7 @@ class Supervisor:
         for stream in stuck:
             if stream.task is not None and not stream.task.done():
                 stream.task.cancel()
-        await _wait_idle(fc, 5.0)
+        await wait_set(fc.idle, 5.0)
 
     async def _probe(self, client: pyrogram.Client) -> None:
         """Connect and ping once; leaves the client disconnected either way."""
@@ -417,13 +418,3 @@ class Supervisor:
         for fc in interrupted:
             if fc.client.is_connected and not fc.client.is_initialized:
                 await self._shutdown_client(fc.client)
-
-
-async def _wait_idle(fc: FleetClient, timeout: float) -> bool:
-    """Whether no stream holds ``fc`` any more, waiting up to ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            await fc.idle.wait()
-    except TimeoutError:
-        return False
-    return True

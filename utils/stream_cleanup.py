@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from utils.event_wait import wait_set
+
 log = logging.getLogger(__name__)
 
 
@@ -120,12 +122,7 @@ class StreamRegistry:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every stream to end; True if they did."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, timeout)
 
     async def cancel_all(self, timeout: float = 5.0) -> int:
         """Cut every remaining stream (shutdown) and wait for them to unwind."""
