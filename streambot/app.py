@@ -115,7 +115,7 @@ async def create_app(
         budget,
         StreamerConfig(
             prefetch=settings.stream_prefetch,
-            prefetch_start=min(settings.stream_prefetch_start, settings.stream_prefetch),
+            prefetch_start=settings.stream_prefetch_start,  # the streamer caps it at prefetch
             block_size=settings.stream_block_size_kib * 1024,
             retries=settings.stream_retries,
             flood_sleep_threshold=settings.stream_flood_sleep_seconds,
@@ -225,23 +225,24 @@ def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> 
         fleet=services.fleet,
         started_at=services.started_at,
         active_streams=lambda: len(services.registry),
-        caches=lambda: cache_rows(services, settings),
+        caches=lambda: cache_rows(services),
         jobs=services.scheduler.jobs,
     )
     memory = services.memory
     services.bot.ctx.memory_report = lambda: memory.report(sources)
 
 
-def cache_rows(services: Services, settings: Settings) -> list[CacheRow]:
-    """Each bounded cache that exists in this process, for /memory."""
+def cache_rows(services: Services) -> list[CacheRow]:
+    """Each bounded cache that exists in this process with the bound it enforces, for /memory."""
     info = services.catalog.info_cache
     rows = [CacheRow("File info", len(info), info.limit)]
     limiter = services.bot.ctx.limiter
     rows.append(CacheRow("Rate limits", len(limiter), limiter.max_users))
     if services.guard is not None:
-        rows.append(CacheRow("Link facts", len(services.guard), settings.cache_guard_limit))
+        rows.append(CacheRow("Link facts", len(services.guard), services.guard.limit))
     if services.log_filter is not None:
-        rows.append(CacheRow("Logger keys", services.log_filter.size, settings.log_cache_limit))
+        smart = services.log_filter
+        rows.append(CacheRow("Logger keys", smart.size, smart.max_keys))
     return rows
 
 

@@ -40,7 +40,7 @@ class LinkGuard:
         self._store = store
         self._bandwidth = bandwidth
         self._ttl = ttl
-        self._limit = limit
+        self.limit = limit
         self._clock = clock
         self._facts: OrderedDict[int, tuple[float, FileFacts]] = OrderedDict()
 
@@ -57,7 +57,7 @@ class LinkGuard:
         facts = FileFacts(stored.owner_id if stored else None, revoked)
         self._facts[message_id] = (now, facts)
         self._facts.move_to_end(message_id)
-        while len(self._facts) > self._limit:
+        while len(self._facts) > self.limit:
             self._facts.popitem(last=False)
         return facts
 

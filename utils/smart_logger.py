@@ -178,6 +178,11 @@ class SmartLogFilter(logging.Filter):
         return len(stale)
 
     @property
+    def max_keys(self) -> int:
+        """The bound on tracked keys (LOG_CACHE_LIMIT)."""
+        return self._max_keys
+
+    @property
     def size(self) -> int:
         """Number of keys currently tracked (always <= max_keys)."""
         with self._lock:
