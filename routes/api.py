@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 
 import streambot
-from streambot import keys
+from routes import keys
 from streambot.metrics import CONTENT_TYPE_LATEST
 
 

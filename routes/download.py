@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from routes import http_semantics as hs
-from streambot import keys, links
+from routes import keys
+from streambot import links
 from streambot.catalog import FileInfo
 from streambot.errors import FileNotFound, LinkRevoked, ServiceBusy, StreamAborted
 from streambot.metrics import Metrics

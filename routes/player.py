@@ -40,10 +40,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from routes import download
-from streambot import keys, links
-from streambot.bot.handlers import human_size
+from routes import download, keys
+from streambot import links
 from streambot.catalog import FileInfo
+from streambot.units import human_size
 
 log = logging.getLogger(__name__)
 

@@ -22,22 +22,22 @@ from typing import Any
 
 from aiohttp import web
 
-from routes import api, download, player
-from streambot import keys
+from routes import api, download, keys, player
 from streambot.bandwidth import Bandwidth, Quotas
-from streambot.blocks import MIB
 from streambot.bot.handlers import BotContext, BotHandlers
-from streambot.bot.notify import AdminNotifier
 from streambot.bot.ratelimit import LinkRateLimiter
+from streambot.budget import InflightBudget
 from streambot.catalog import Catalog
 from streambot.config import Settings
 from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
 from streambot.metrics import Metrics
+from streambot.notify import AdminNotifier
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.store import Store
-from streambot.streamer import InflightBudget, Streamer, StreamerConfig
+from streambot.streamer import Streamer, StreamerConfig
 from streambot.supervisor import Backoff, Supervisor
+from streambot.units import KIB, MIB
 from utils.cleanup_scheduler import CleanupScheduler, standard_jobs
 from utils.memory_manager import CacheRow, MemoryManager, ReportSources
 from utils.memory_monitor import MemoryLog
@@ -48,12 +48,15 @@ log = logging.getLogger(__name__)
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
-SERVICES = web.AppKey("services", "Services")
-
 
 @dataclass(slots=True)
 class Services:
-    """The application's objects, for the few places (demo, tests) that need them directly."""
+    """The application's objects, for the few places (demo, tests) that need them directly.
+
+    Every field is built in :func:`create_app`; the ctx entries only open, start and stop them.
+    The two optionals are genuinely optional: the simulator exists in demo and tests only, the
+    log filter only when logging was configured with one.
+    """
 
     settings: Settings
     fleet: Fleet
@@ -63,18 +66,21 @@ class Services:
     registry: StreamRegistry
     metrics: Metrics
     bot: BotHandlers
-    store: Store | None = None
-    bandwidth: Bandwidth | None = None
-    guard: LinkGuard | None = None
-    notify: AdminNotifier | None = None  # type: ignore[assignment]
+    store: Store
+    bandwidth: Bandwidth
+    guard: LinkGuard
+    notify: AdminNotifier
+    memory: MemoryManager
+    memlog: MemoryLog
+    supervisor: Supervisor
+    scheduler: CleanupScheduler
     simulator: SimulatedTelegram | None = None
-    memory: MemoryManager | None = None
-    memlog: MemoryLog | None = None
-    supervisor: Supervisor | None = None
-    scheduler: CleanupScheduler | None = None
     log_filter: SmartLogFilter | None = None
     started_at: float = field(default_factory=time.time)
     on_ready: list[Callable[[], Any]] = field(default_factory=list)
+
+
+SERVICES = web.AppKey("services", Services)
 
 
 async def create_app(
@@ -116,13 +122,63 @@ async def create_app(
         StreamerConfig(
             prefetch=settings.stream_prefetch,
             prefetch_start=settings.stream_prefetch_start,  # the streamer caps it at prefetch
-            block_size=settings.stream_block_size_kib * 1024,
+            block_size=settings.stream_block_size_kib * KIB,
             retries=settings.stream_retries,
             flood_sleep_threshold=settings.stream_flood_sleep_seconds,
             max_wait=settings.stream_max_wait_seconds,
         ),
         on_request=metrics.count_request,
         on_error=metrics.count_error,
+    )
+    store = Store(settings.database_file)  # opened by _store_ctx
+    bandwidth = Bandwidth(
+        store,
+        Quotas.from_gb(
+            settings.bandwidth_daily_limit_gb,
+            settings.bandwidth_monthly_limit_gb,
+            settings.user_daily_limit_gb,
+        ),
+        flush_seconds=settings.bandwidth_flush_seconds,
+        pending_limit=settings.bandwidth_pending_limit,
+    )
+    guard = LinkGuard(
+        store,
+        bandwidth,
+        ttl=settings.cache_guard_ttl,
+        limit=settings.cache_guard_limit,
+    )
+    notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
+    memlog = MemoryLog(settings.log_dir, max_line_queue=settings.memory_log_queue_limit)
+    memory = MemoryManager(
+        limit_mb=settings.memory_limit_mb,
+        warning_percent=settings.memory_warning_percent,
+        critical_percent=settings.memory_critical_percent,
+        gc_threshold_mb=settings.gc_threshold_mb,
+        retry_after=settings.memory_retry_after_seconds,
+        notify=notify,
+    )
+    supervisor = Supervisor(
+        fleet,
+        channel_id=settings.bin_channel,
+        check_timeout=settings.supervisor_check_timeout_seconds,
+        start_timeout=settings.telegram_connect_timeout,
+        max_restarts=settings.supervisor_max_restarts,
+        reset_after=settings.supervisor_reset_after_seconds,
+        drain_timeout=settings.supervisor_drain_seconds,
+        history_limit=settings.supervisor_history_limit,
+        backoff=Backoff(
+            settings.supervisor_backoff_seconds,
+            maximum=max(
+                settings.supervisor_backoff_seconds, settings.supervisor_backoff_max_seconds
+            ),
+        ),
+        notify=notify,
+        registry=registry,
+        span=memlog.task,
+    )
+    scheduler = CleanupScheduler(
+        misfire_grace=settings.job_misfire_grace_seconds,
+        shutdown_timeout=settings.scheduler_shutdown_seconds,
     )
     services = Services(
         settings=settings,
@@ -139,16 +195,34 @@ async def create_app(
                 link_secret=link_secret,
                 admins=frozenset(settings.admins),
                 allowed_users=frozenset(settings.allowed_users),
+                store=store,
+                guard=guard,
+                bandwidth=bandwidth,
                 limiter=LinkRateLimiter(
                     settings.links_per_user_per_hour, max_users=settings.cache_rate_limit_users
                 ),
                 link_ttl_seconds=round(settings.link_ttl_hours * 3600),
             )
         ),
+        store=store,
+        bandwidth=bandwidth,
+        guard=guard,
+        notify=notify,
+        memory=memory,
+        memlog=memlog,
+        supervisor=supervisor,
+        scheduler=scheduler,
         simulator=simulator,
+        log_filter=log_filter if log_filter is not None else installed_log_filter(),
     )
-    services.notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
-    _build_operations(services, log_filter)
+    sources = ReportSources(
+        fleet=fleet,
+        started_at=services.started_at,
+        active_streams=lambda: len(registry),
+        caches=lambda: cache_rows(services),
+        jobs=scheduler.jobs,
+    )
+    services.bot.ctx.memory_report = lambda: memory.report(sources)
     services.bot.ctx.stats_report = lambda: stats_report(services)
 
     app[SERVICES] = services
@@ -159,12 +233,18 @@ async def create_app(
     app[keys.STREAMER] = streamer
     app[keys.REGISTRY] = registry
     app[keys.METRICS] = metrics
-    app[keys.ADMISSION] = []
     app[keys.STARTED_AT] = services.started_at
-    app[keys.SUPERVISOR] = services.supervisor
-    assert services.memory is not None
-    # First in line: under memory pressure nothing else should even be looked at.
-    app[keys.ADMISSION].append(services.memory.admission)
+    app[keys.SUPERVISOR] = supervisor
+
+    async def admit(request: web.Request, claims: Any, info: Any) -> None:
+        await guard.check(claims.message_id)
+
+    def count(stream: Any, sent: int) -> None:
+        bandwidth.count(stream.message_id, guard.owner_of(stream.message_id), sent)
+
+    # Memory first: under memory pressure nothing else should even be looked at.
+    app[keys.ADMISSION] = [memory.admission, admit]
+    registry.listeners.append(count)
 
     if simulator is not None:
         app.cleanup_ctx.append(_simulator_ctx)
@@ -185,61 +265,13 @@ async def create_app(
     return app
 
 
-def _build_operations(services: Services, log_filter: SmartLogFilter | None) -> None:
-    """Create the memory manager, memory log, supervisor and scheduler (started by ctx entries)."""
-    settings = services.settings
-    services.log_filter = log_filter if log_filter is not None else installed_log_filter()
-    services.memlog = MemoryLog(settings.log_dir, max_line_queue=settings.memory_log_queue_limit)
-    services.memory = MemoryManager(
-        limit_mb=settings.memory_limit_mb,
-        warning_percent=settings.memory_warning_percent,
-        critical_percent=settings.memory_critical_percent,
-        gc_threshold_mb=settings.gc_threshold_mb,
-        retry_after=settings.memory_retry_after_seconds,
-        notify=services.notify,
-    )
-    services.supervisor = Supervisor(
-        services.fleet,
-        channel_id=settings.bin_channel,
-        check_timeout=settings.supervisor_check_timeout_seconds,
-        start_timeout=settings.telegram_connect_timeout,
-        max_restarts=settings.supervisor_max_restarts,
-        reset_after=settings.supervisor_reset_after_seconds,
-        drain_timeout=settings.supervisor_drain_seconds,
-        history_limit=settings.supervisor_history_limit,
-        backoff=Backoff(
-            settings.supervisor_backoff_seconds,
-            maximum=max(
-                settings.supervisor_backoff_seconds, settings.supervisor_backoff_max_seconds
-            ),
-        ),
-        notify=services.notify,
-        registry=services.registry,
-        span=services.memlog.task,
-    )
-    services.scheduler = CleanupScheduler(
-        misfire_grace=settings.job_misfire_grace_seconds,
-        shutdown_timeout=settings.scheduler_shutdown_seconds,
-    )
-    sources = ReportSources(
-        fleet=services.fleet,
-        started_at=services.started_at,
-        active_streams=lambda: len(services.registry),
-        caches=lambda: cache_rows(services),
-        jobs=services.scheduler.jobs,
-    )
-    memory = services.memory
-    services.bot.ctx.memory_report = lambda: memory.report(sources)
-
-
 def cache_rows(services: Services) -> list[CacheRow]:
     """Each bounded cache that exists in this process with the bound it enforces, for /memory."""
     info = services.catalog.info_cache
     rows = [CacheRow("File info", len(info), info.limit)]
     limiter = services.bot.ctx.limiter
     rows.append(CacheRow("Rate limits", len(limiter), limiter.max_users))
-    if services.guard is not None:
-        rows.append(CacheRow("Link facts", len(services.guard), services.guard.limit))
+    rows.append(CacheRow("Link facts", len(services.guard), services.guard.limit))
     if services.log_filter is not None:
         smart = services.log_filter
         rows.append(CacheRow("Logger keys", smart.size, smart.max_keys))
@@ -267,7 +299,6 @@ def _memory_log_span(start: str, end: str, *, flush: bool = False) -> CleanupCtx
 
     async def span(app: web.Application) -> AsyncIterator[None]:
         memlog = app[SERVICES].memlog
-        assert memlog is not None
         await memlog.mark_start(start)
         try:
             yield
@@ -282,8 +313,6 @@ def _memory_log_span(start: str, end: str, *, flush: bool = False) -> CleanupCtx
 async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     """Restart tasks of the supervisor (its checks are scheduler jobs) end before the fleet stops."""
     services = app[SERVICES]
-    assert services.memlog is not None
-    assert services.supervisor is not None
     await services.memlog.mark_end("Fleet start")
     try:
         yield
@@ -295,7 +324,6 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _memory_ctx(app: web.Application) -> AsyncIterator[None]:
     """Memory alerts still being sent get a moment to reach the admins on shutdown."""
     memory = app[SERVICES].memory
-    assert memory is not None
     try:
         yield
     finally:
@@ -307,10 +335,6 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     settings = services.settings
     scheduler, memlog = services.scheduler, services.memlog
-    assert scheduler is not None
-    assert memlog is not None
-    assert services.memory is not None
-    assert services.supervisor is not None
     for spec in standard_jobs(
         settings,
         manager=services.memory,
@@ -335,13 +359,12 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    services.store = await Store.open(services.settings.database_file)
-    services.bot.ctx.store = services.store
+    store = app[SERVICES].store
+    await store.open()
     try:
         yield
     finally:
-        await services.store.close()
+        await store.close()
 
 
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -355,7 +378,7 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
             channel_id=settings.bin_channel,
             timeout=settings.telegram_connect_timeout,
             stagger=settings.login_stagger_seconds,
-            span=services.memlog.task if services.memlog else None,
+            span=services.memlog.task,
         )
     except BaseException:
         await services.fleet.stop()
@@ -368,40 +391,7 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Accounting, quotas and revocation; after the streams stop, the last counters are flushed."""
-    services = app[SERVICES]
-    settings = services.settings
-    assert services.store is not None
-    bandwidth = Bandwidth(
-        services.store,
-        Quotas.from_gb(
-            settings.bandwidth_daily_limit_gb,
-            settings.bandwidth_monthly_limit_gb,
-            settings.user_daily_limit_gb,
-        ),
-        flush_seconds=settings.bandwidth_flush_seconds,
-        pending_limit=settings.bandwidth_pending_limit,
-    )
-    guard = LinkGuard(
-        services.store,
-        bandwidth,
-        ttl=settings.cache_guard_ttl,
-        limit=settings.cache_guard_limit,
-    )
-    services.bandwidth, services.guard = bandwidth, guard
-    services.bot.ctx.store, services.bot.ctx.bandwidth, services.bot.ctx.guard = (
-        services.store,
-        bandwidth,
-        guard,
-    )
-
-    async def admit(request: web.Request, claims: Any, info: Any) -> None:
-        await guard.check(claims.message_id)
-
-    def count(stream: Any, sent: int) -> None:
-        bandwidth.count(stream.message_id, guard.owner_of(stream.message_id), sent)
-
-    app[keys.ADMISSION].append(admit)
-    services.registry.listeners.append(count)
+    bandwidth = app[SERVICES].bandwidth
     bandwidth.start()
     try:
         yield

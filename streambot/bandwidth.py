@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from streambot.errors import ServiceBusy
+from streambot.event_wait import wait_set
 from streambot.store import Store
-from utils.event_wait import wait_set
+from streambot.units import GB
 
 log = logging.getLogger(__name__)
 
-GB = 10**9
 Key = tuple[str, str, str]  # (day "YYYY-MM-DD", scope, key)
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streambot.units import MIB
+
 __all__ = [
-    "MIB",
     "TELEGRAM_MIN_BLOCK",
     "Block",
     "ShortRead",
@@ -35,7 +36,6 @@ __all__ = [
     "trim",
 ]
 
-MIB = 1 << 20
 TELEGRAM_MIN_BLOCK = 4096
 
 

@@ -13,23 +13,20 @@ import logging
 import mimetypes
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pyrogram import raw, types
 from pyrogram.errors import RPCError
 from pyrogram.file_id import FileId, FileType
 
+from streambot.cache import BoundedTTLCache
 from streambot.errors import FileNotFound, StreamAborted
 from streambot.fleet import Fleet, FleetClient
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _MEDIA_ATTRS = ("video", "document", "audio", "photo", "animation", "voice", "video_note")
@@ -64,55 +61,6 @@ class FileLocation:
 
     location: raw.base.InputFileLocation
     dc_id: int
-
-
-class BoundedTTLCache(Generic[K, V]):
-    """An LRU dict bounded by ``limit`` whose entries go stale after ``ttl`` seconds.
-
-    Stale entries stay readable (``get(..., allow_stale=True)``) until evicted, which is what
-    stale-while-revalidate needs.
-    """
-
-    def __init__(self, limit: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self.ttl = ttl
-        self._clock = clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: K) -> tuple[V, bool] | None:
-        """The value and whether it is still fresh, or None."""
-        item = self._data.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        stored_at, value = item
-        return value, self._clock() - stored_at < self.ttl
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = (self._clock(), value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.limit:
-            self._data.popitem(last=False)
-
-    def pop(self, key: K) -> None:
-        self._data.pop(key, None)
-
-    def sweep(self, max_age: float | None = None) -> int:
-        """Drop entries older than ``max_age`` (default: twice the TTL); returns how many."""
-        limit = self._clock() - (max_age if max_age is not None else 2 * self.ttl)
-        old = [k for k, (at, _) in self._data.items() if at < limit]
-        for k in old:
-            del self._data[k]
-        return len(old)
 
 
 def media_of(message: types.Message) -> tuple[str, Any] | None:

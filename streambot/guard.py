@@ -10,11 +10,11 @@ recently looked up dropped first.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from streambot.bandwidth import Bandwidth
+from streambot.cache import BoundedTTLCache
 from streambot.errors import LinkRevoked
 from streambot.store import Store
 
@@ -39,35 +39,29 @@ class LinkGuard:
     ) -> None:
         self._store = store
         self._bandwidth = bandwidth
-        self._ttl = ttl
         self.limit = limit
-        self._clock = clock
-        self._facts: OrderedDict[int, tuple[float, FileFacts]] = OrderedDict()
+        self._facts: BoundedTTLCache[int, FileFacts] = BoundedTTLCache(limit, ttl, clock)
 
     def __len__(self) -> int:
         return len(self._facts)
 
     async def facts(self, message_id: int) -> FileFacts:
-        now = self._clock()
         cached = self._facts.get(message_id)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
+        if cached is not None and cached[1]:
+            return cached[0]
         stored = await self._store.file_by_message(message_id)
         revoked = await self._store.is_revoked(message_id)
         facts = FileFacts(stored.owner_id if stored else None, revoked)
-        self._facts[message_id] = (now, facts)
-        self._facts.move_to_end(message_id)
-        while len(self._facts) > self.limit:
-            self._facts.popitem(last=False)
+        self._facts.put(message_id, facts)
         return facts
 
     def owner_of(self, message_id: int) -> int | None:
         """The owner as last looked up (downloads always look it up before streaming)."""
-        cached = self._facts.get(message_id)
-        return cached[1].owner_id if cached else None
+        cached = self._facts.peek(message_id)
+        return cached.owner_id if cached else None
 
     def forget(self, message_id: int) -> None:
-        self._facts.pop(message_id, None)
+        self._facts.pop(message_id)
 
     async def check(self, message_id: int) -> None:
         facts = await self.facts(message_id)

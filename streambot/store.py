@@ -160,13 +160,20 @@ def _check_scope_key(scope: str, key: str) -> None:
 
 
 class Store:
-    """Async facade over one SQLite database; create it with :meth:`Store.open`."""
+    """Async facade over one SQLite database: ``Store(path)``, then ``await store.open()``.
 
-    def __init__(self, path: str, executor: ThreadPoolExecutor, clock: Callable[[], float]) -> None:
-        """Private: use :meth:`open`, which also connects and migrates."""
-        self._path = path
-        self._executor = executor
+    Construction does no I/O, so the composition root can build everything that depends on the
+    store whole; the lifecycle entry opens it (connect and migrate) and closes it.
+    """
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        """``":memory:"`` gives a private in-memory database, for tests. ``clock`` stamps bans
+        and revocations; tests inject a fake one instead of sleeping."""
+        self._path = str(path)
+        # No thread starts until the first job is submitted (by open()).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streambot-store")
         self._clock = clock
+        self._opened = False
         # Touched only from the executor thread (enforced by check_same_thread).
         self._conn: sqlite3.Connection | None = None
         # Written only from the executor thread; plain int reads are safe elsewhere.
@@ -177,24 +184,23 @@ class Store:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    @classmethod
-    async def open(cls, path: Path | str, *, clock: Callable[[], float] = time.time) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``.
+    async def open(self) -> Store:
+        """Open (creating if needed) and migrate the database; returns the store itself.
 
-        ``":memory:"`` gives a private in-memory database, for tests. ``clock`` stamps
-        bans and revocations; tests inject a fake one instead of sleeping.
+        A store is opened once; after a failed open it is closed and cannot be reused.
         """
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streambot-store")
-        store = cls(str(path), executor, clock)
+        if self._opened or self._closing is not None:
+            raise StoreError(f"store {self._path} was already opened")
+        self._opened = True
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(executor, store._connect)
+            await loop.run_in_executor(self._executor, self._connect)
         except BaseException:
             # Without this a failed open (bad file, SchemaTooNew, cancellation) would leak
             # the worker thread and possibly a half-open connection.
-            await store.close()
+            await self.close()
             raise
-        return store
+        return self
 
     async def close(self) -> None:
         """Close the connection on its own thread, then stop the worker; idempotent."""
@@ -202,6 +208,11 @@ class Store:
             await self._closing.wait()
             return
         self._closing = asyncio.Event()
+        if not self._opened:
+            # Never opened (start-up failed earlier): no thread, no connection to close.
+            self._executor.shutdown(wait=False)
+            self._closing.set()
+            return
         loop = asyncio.get_running_loop()
         try:
             # Queued behind any in-flight work, so already-accepted calls finish first.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,103 +33,14 @@ from pyrogram.errors import (
 )
 from pyrogram.session import Session
 
-from streambot.blocks import MIB, Block, ShortRead, plan_blocks, trim
+from streambot.blocks import Block, ShortRead, plan_blocks, trim
+from streambot.budget import InflightBudget
 from streambot.catalog import Catalog, FileInfo, FileLocation
 from streambot.errors import UNREADABLE_ANSWER, FileNotFound, StreamAborted, UnreadableAnswer
 from streambot.fleet import Fleet, FleetClient, NoClientAvailable
+from streambot.units import MIB
 
 log = logging.getLogger(__name__)
-
-
-class InflightBudget:
-    """A byte budget shared by every stream's in-flight and buffered blocks.
-
-    ``acquire`` is first-come first-served, so a stream waiting for its only block is not starved by
-    streams that already have several. ``window`` gives each active stream a fair share.
-
-    A stream whose viewer stopped reading (a paused player: TCP backpressure) would otherwise keep
-    its whole prefetch window forever, and enough of them would leave new viewers waiting for a
-    first block that never comes. So when someone has to wait, the budget asks every registered
-    stream to *shed* prefetched blocks above its fair share (see :meth:`register`); a stream then
-    holds at most about one block while paused, and fetches the shed blocks again when it resumes.
-    """
-
-    def __init__(self, total_bytes: int) -> None:
-        if total_bytes < MIB:
-            raise ValueError("the stream memory budget must be at least 1 MiB")
-        self.total = total_bytes
-        self.used = 0
-        self.active_streams = 0
-        self.peak = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        # One per active stream (bounded by the streams), called when a waiter cannot be served.
-        self._shedders: set[Callable[[], None]] = set()
-        self.shed_blocks = 0
-
-    def register(self, shed: Callable[[], None]) -> None:
-        """Add a stream's ``shed`` callback: it releases prefetched blocks above the fair window."""
-        self._shedders.add(shed)
-
-    def unregister(self, shed: Callable[[], None]) -> None:
-        self._shedders.discard(shed)
-
-    def window(self, prefetch: int, block: int) -> int:
-        """Blocks a stream may hold: its prefetch, shrunk to a fair share, never below one."""
-        share = self.total // (block * max(1, self.active_streams))
-        return max(1, min(prefetch, share))
-
-    def try_acquire(self, n: int) -> bool:
-        if self._waiters or self.used + n > self.total:
-            return False
-        self._take(n)
-        return True
-
-    async def acquire(self, n: int) -> None:
-        if self.try_acquire(n):
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (n, fut)
-        self._waiters.append(entry)
-        self._reclaim()
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(n)  # granted just as we were cancelled: give it back
-            else:
-                # _wake may already have dropped our cancelled entry from the head.
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(entry)
-                self._wake()
-            raise
-
-    def release(self, n: int) -> None:
-        self.used -= n
-        self._wake()
-
-    def _reclaim(self) -> None:
-        """Ask streams to give back prefetch above their fair share while someone waits."""
-        for shed in list(self._shedders):
-            if not self._waiters:
-                return
-            shed()
-
-    def _take(self, n: int) -> None:
-        self.used += n
-        self.peak = max(self.peak, self.used)
-
-    def _wake(self) -> None:
-        while self._waiters:
-            n, fut = self._waiters[0]
-            if fut.done():
-                self._waiters.popleft()
-                continue
-            # A block larger than the whole budget still proceeds once nothing else is held.
-            if self.used + n > self.total and self.used > 0:
-                return
-            self._waiters.popleft()
-            self._take(n)
-            fut.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

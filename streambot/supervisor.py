@@ -43,9 +43,9 @@ import pyrogram
 from pyrogram import raw
 from pyrogram.errors import RPCError
 
-from streambot.bot.notify import Notify
+from streambot.event_wait import wait_set
 from streambot.fleet import ClientState, Fleet, FleetClient, FleetError
-from utils.event_wait import wait_set
+from streambot.notify import Notify
 
 log = logging.getLogger(__name__)
 

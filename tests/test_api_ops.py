@@ -6,7 +6,7 @@ from streambot.fleet import ClientState
 from streambot.simulator import SyntheticContent
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World
-from utils.memory_manager import MIB
+from streambot.units import MIB
 
 from .conftest import LINK_SECRET, StartApp
 from .test_memory_manager import FakeProcess

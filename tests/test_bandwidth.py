@@ -121,7 +121,7 @@ async def test_flush_is_one_transaction_per_batch(world, start_app: StartApp) ->
 async def test_quota_boundary_and_rollover(tmp_path: Path) -> None:
     """Over a limit a new download is refused until the UTC day or month rolls over."""
     clock = ManualClock(T0)
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Store(tmp_path / "db.sqlite3").open()
     try:
         bw = Bandwidth(store, Quotas(daily=0, monthly=10_000, per_owner_daily=1000), clock=clock)
         bw.count(1, 7, 999)
@@ -163,7 +163,7 @@ async def test_quota_answers_over_http(world, start_app: StartApp) -> None:
 async def test_cleanup_removes_exactly_old_records(tmp_path: Path) -> None:
     """The daily cleanup deletes records older than the keep period and reports how many."""
     clock = ManualClock(T0)
-    store = await Store.open(tmp_path / "db.sqlite3")
+    store = await Store(tmp_path / "db.sqlite3").open()
     try:
         bw = Bandwidth(store, Quotas(), clock=clock)
         for days_ago in (100, 91, 90, 5, 0):

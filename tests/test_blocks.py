@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streambot.blocks import (
-    MIB,
     TELEGRAM_MIN_BLOCK,
     Block,
     ShortRead,
@@ -19,6 +18,7 @@ from streambot.blocks import (
     telegram_rule_violation,
     trim,
 )
+from streambot.units import MIB
 
 # Tiny geometry: the same logic on data small enough to hold in memory for every example.
 TINY_MAX = 64

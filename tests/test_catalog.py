@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from streambot.catalog import BoundedTTLCache, Catalog
+from streambot.catalog import Catalog
 from streambot.errors import FileNotFound, StreamAborted
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
@@ -31,43 +31,6 @@ def is_fresh(catalog: Catalog, message_id: int) -> bool:
 
 def gets(world: World) -> int:
     return world.telegram.count("channels.GetMessages")
-
-
-# ----------------------------------------------------------------------------- the cache alone
-
-
-def test_cache_is_a_bounded_lru() -> None:
-    """Past its limit the cache evicts the least recently used entry."""
-    cache: BoundedTTLCache[str, int] = BoundedTTLCache(2, ttl=10, clock=ManualClock())
-    cache.put("a", 1)
-    cache.put("b", 2)
-    assert cache.get("a") == (1, True)  # "a" is now the most recently used
-    cache.put("c", 3)
-    assert len(cache) == 2
-    assert cache.get("b") is None
-    assert cache.get("a") == (1, True)
-    assert cache.get("c") == (3, True)
-
-
-def test_cache_entries_go_stale_after_the_ttl_and_are_swept_later() -> None:
-    """An entry older than the TTL is still readable but stale; the sweep drops it at 2x TTL."""
-    clock = ManualClock()
-    cache: BoundedTTLCache[str, int] = BoundedTTLCache(4, ttl=10, clock=clock)
-    cache.put("a", 1)
-    clock.now += 9.9
-    assert cache.get("a") == (1, True)
-    clock.now += 0.2
-    assert cache.get("a") == (1, False)
-    assert cache.sweep() == 0
-    clock.now += 10
-    assert cache.sweep() == 1
-    assert len(cache) == 0
-
-
-def test_cache_rejects_a_zero_limit() -> None:
-    """A cache must be able to hold at least one entry."""
-    with pytest.raises(ValueError, match="limit"):
-        BoundedTTLCache(0, ttl=1)
 
 
 # ----------------------------------------------------------------------------- on the simulator

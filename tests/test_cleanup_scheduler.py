@@ -52,7 +52,7 @@ class Records(logging.Handler):
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "db.sqlite3")
+    s = await Store(tmp_path / "db.sqlite3").open()
     yield s
     await s.close()
 

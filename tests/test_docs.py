@@ -127,3 +127,17 @@ def test_gitignore_covers_local_state() -> None:
     ignored = set((ROOT / ".gitignore").read_text().split())
     for entry in (".venv/", "/data/", "logs/", "*.session", "config.env"):
         assert entry in ignored, entry
+
+
+def test_readme_module_map_names_every_module() -> None:
+    """Every module file of the three packages appears in the README's module map, and no stale one."""
+    text = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`((?:streambot|routes|utils)/[\w/]+\.py)`", text))
+    present = {
+        str(p.relative_to(ROOT))
+        for package in ("streambot", "routes", "utils")
+        for p in (ROOT / package).glob("*.py")
+        if p.name != "__init__.py"
+    }
+    assert present - named == set(), "modules missing from the README map"
+    assert named - present == set(), "README names modules that do not exist"

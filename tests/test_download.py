@@ -19,10 +19,10 @@ import pytest
 
 from routes import http_semantics as hs
 from streambot import links
-from streambot.blocks import MIB
 from streambot.simulator import SyntheticContent, getfile_rule_violation
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World
+from streambot.units import MIB
 
 from .conftest import LINK_SECRET, Running, StartApp
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from utils.event_wait import wait_set
+from streambot.event_wait import wait_set
 
 
 async def test_already_set_is_true_even_with_no_time() -> None:

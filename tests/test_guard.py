@@ -17,7 +17,7 @@ from .clock import ManualClock
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "shared.sqlite3")
+    s = await Store(tmp_path / "shared.sqlite3").open()
     try:
         yield s
     finally:

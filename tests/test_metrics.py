@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streambot.blocks import MIB
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
+from streambot.units import MIB
 
 from .conftest import Running, StartApp
 from .test_download import eventually, expected

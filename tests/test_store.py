@@ -88,7 +88,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def store(db_path: Path | str, clock: ManualClock) -> AsyncIterator[Store]:
-    s = await Store.open(db_path, clock=clock)
+    s = await Store(db_path, clock=clock).open()
     yield s
     await s.close()
 
@@ -99,7 +99,7 @@ async def store(db_path: Path | str, clock: ManualClock) -> AsyncIterator[Store]
 async def test_open_creates_wal_file_with_parent_dirs(tmp_path: Path) -> None:
     """Opening a path creates missing parent dirs and a WAL-mode database at the latest version."""
     path = tmp_path / "a" / "b" / "streambot.db"
-    store = await Store.open(path)
+    store = await Store(path).open()
     assert store.schema_version == LATEST_VERSION
     await store.close()
 
@@ -116,11 +116,11 @@ async def test_open_reports_latest_schema(store: Store) -> None:
 async def test_reopen_is_a_no_op_migration(tmp_path: Path) -> None:
     """Reopening an up-to-date file applies no migration transactions."""
     path = tmp_path / "db.sqlite"
-    first = await Store.open(path)
+    first = await Store(path).open()
     assert first.transactions == LATEST_VERSION  # one transaction per migration
     await first.close()
 
-    async with await Store.open(path) as second:
+    async with await Store(path).open() as second:
         assert second.schema_version == LATEST_VERSION
         assert second.transactions == 0
 
@@ -130,7 +130,7 @@ async def test_migrates_v1_database(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_database(path)
 
-    async with await Store.open(path) as store:
+    async with await Store(path).open() as store:
         assert store.schema_version == LATEST_VERSION
         assert await store.is_banned(7)
         assert await store.is_revoked(499)
@@ -150,7 +150,7 @@ async def test_schema_too_new_is_refused_untouched(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
 
     with pytest.raises(SchemaTooNew, match=r"version 99.*version 2"):
-        await Store.open(path)
+        await Store(path).open()
 
     assert pragma(path, "user_version") == 99
     assert pragma(path, "journal_mode") == "delete"  # not switched to WAL
@@ -164,7 +164,7 @@ async def test_failed_migration_rolls_back(tmp_path: Path) -> None:
     make_v1_database(path, extra_sql="CREATE TABLE bandwidth (junk TEXT);")
 
     with pytest.raises(StoreError, match="bandwidth"):
-        await Store.open(path)
+        await Store(path).open()
 
     assert pragma(path, "user_version") == 1
     with closing(sqlite3.connect(path)) as conn:
@@ -179,7 +179,7 @@ async def test_garbage_file_raises_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not an sqlite database" * 100)
 
     with pytest.raises(StoreError):
-        await Store.open(path)
+        await Store(path).open()
     assert store_threads() == []
 
 
@@ -205,12 +205,12 @@ async def test_ban_unban(store: Store) -> None:
 async def test_bans_persist_across_reopen(tmp_path: Path) -> None:
     """Bans written before close are still there after reopening the file."""
     path = tmp_path / "bans.db"
-    async with await Store.open(path) as store:
+    async with await Store(path).open() as store:
         await store.ban(42, by=1, reason="abuse")
         await store.ban(43, by=1)
         await store.unban(43)
 
-    async with await Store.open(path) as store:
+    async with await Store(path).open() as store:
         assert await store.banned_ids() == {42}
         assert await store.is_banned(42)
 
@@ -466,7 +466,7 @@ async def test_delete_bandwidth_before_rejects_bad_batch_size(store: Store) -> N
 
 async def test_close_is_idempotent(db_path: Path | str) -> None:
     """close() may be called repeatedly, also concurrently, and stops the worker thread."""
-    store = await Store.open(db_path)
+    store = await Store(db_path).open()
     await asyncio.gather(store.close(), store.close())
     await store.close()
     assert store_threads() == []
@@ -497,7 +497,7 @@ async def test_calls_after_close_raise_store_error(
     name: str, call: Callable[[Store], Awaitable[object]]
 ) -> None:
     """Every public query on a closed store raises StoreError, not an executor RuntimeError."""
-    store = await Store.open(":memory:")
+    store = await Store(":memory:").open()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await call(store)

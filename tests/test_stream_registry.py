@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from streambot.blocks import MIB
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
+from streambot.units import MIB
 from utils.stream_cleanup import RegistryFull, StreamRegistry
 
 from .clock import ManualClock

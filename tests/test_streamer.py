@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from streambot.blocks import MIB
+from streambot.budget import InflightBudget
 from streambot.fleet import FleetClient
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
-from streambot.streamer import InflightBudget
+from streambot.units import MIB
 
 from .conftest import Running, StartApp
 from .test_download import (

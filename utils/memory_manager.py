@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psutil
 
-from streambot.bot.notify import Notify
 from streambot.errors import ServiceBusy
+from streambot.notify import Notify
+from streambot.units import MIB
 
 if TYPE_CHECKING:
     from streambot.fleet import Fleet
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MIB = 1024 * 1024
 
 #: Shortest gap between two threshold-triggered collections: above the threshold every check
 #: would otherwise collect, and a full collection of a large heap is not free.

@@ -31,6 +31,8 @@ from types import TracebackType
 
 import psutil
 
+from streambot.units import MIB
+
 __all__ = [
     "DayTrend",
     "LogLine",
@@ -56,7 +58,6 @@ PERIODIC = "---"
 IDLE = "Idle"
 
 _LABELS = {START: "TASK START", END: "TASK END", PERIODIC: "PERIODIC"}
-_MB = 1024 * 1024
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _FILE_RE = re.compile(r"memory_(\d{8})\.log")
 
@@ -103,9 +104,9 @@ def psutil_sample() -> MemorySample:
     info = psutil.Process().memory_info()
     vm = psutil.virtual_memory()
     return MemorySample(
-        rss_mb=info.rss / _MB,
-        vms_mb=info.vms / _MB,
-        available_mb=vm.available / _MB,
+        rss_mb=info.rss / MIB,
+        vms_mb=info.vms / MIB,
+        available_mb=vm.available / MIB,
         free_percent=vm.available / vm.total * 100 if vm.total else 0.0,
     )
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+from streambot.cache import BoundedTTLCache
 
 __all__ = ["SmartLogFilter", "install"]
 
@@ -82,7 +83,10 @@ class SmartLogFilter(logging.Filter):
         self._lock = threading.Lock()
         # Ordered least- to most-recently *seen* (suppressed records refresh a key too), so
         # eviction removes the key that has been quiet the longest.
-        self._keys: OrderedDict[Hashable, _KeyState] = OrderedDict()
+        # The window is per key state, not a cache TTL, so only the LRU bound is used.
+        self._keys: BoundedTTLCache[Hashable, _KeyState] = BoundedTTLCache(
+            max_keys, clock=clock, on_evict=self._evicted_key
+        )
         self._suppressed_total = 0
         self._evicted = 0
         # Suppressed records whose "(suppressed N ...)" line will never be written because
@@ -106,11 +110,11 @@ class SmartLogFilter(logging.Filter):
         key = self._key_of(record)
         now = self._clock()
         with self._lock:
-            state = self._keys.get(key)
+            state = self._keys.peek(key)
             if state is None:
-                self._remember(key, _KeyState(window_start=now))
+                self._keys.put(key, _KeyState(window_start=now))
                 return True
-            self._keys.move_to_end(key)
+            self._keys.touch(key)
             elapsed = now - state.window_start
             if elapsed < self._window:
                 state.suppressed += 1
@@ -149,13 +153,10 @@ class SmartLogFilter(logging.Filter):
             return
         record.msg = f"{original}{suffix}"
 
-    def _remember(self, key: Hashable, state: _KeyState) -> None:
-        """Insert a new key, evicting the least recently seen one when full (lock held)."""
-        while len(self._keys) >= self._max_keys:
-            _, old = self._keys.popitem(last=False)
-            self._evicted += 1
-            self._unreported += old.suppressed
-        self._keys[key] = state
+    def _evicted_key(self, _key: Hashable, old: _KeyState) -> None:
+        """The bound pushed out the least recently seen key (lock held): count what it lost."""
+        self._evicted += 1
+        self._unreported += old.suppressed
 
     def cleanup(self, now: float | None = None) -> int:
         """Forget keys whose window has ended and which have nothing left to report.
@@ -174,7 +175,7 @@ class SmartLogFilter(logging.Filter):
                 if state.suppressed == 0 and now - state.window_start >= self._window
             ]
             for key in stale:
-                del self._keys[key]
+                self._keys.pop(key)
         return len(stale)
 
     @property

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from utils.event_wait import wait_set
+from streambot.event_wait import wait_set
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from streambot.catalog import describe, media_of
 from streambot.errors import FileNotFound
 from streambot.guard import LinkGuard
 from streambot.store import Store, StoredFile
+from streambot.units import gb_text, human_size
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ MEDIA_FILTER = (
 FILES_PAGE = 5
 NO_PREVIEW = types.LinkPreviewOptions(is_disabled=True)
 _TOKEN_IN_LINK = re.compile(r"/(?:dl|watch)/([A-Za-z0-9_-]+)")
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def gb_text(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
+
+from streambot.cache import BoundedTTLCache
 
 
 class LinkRateLimiter:
@@ -19,7 +21,8 @@ class LinkRateLimiter:
         self.per_hour = per_hour
         self.max_users = max_users
         self._clock = clock
-        self._events: OrderedDict[int, deque[float]] = OrderedDict()
+        # Only the LRU bound is wanted: the window is enforced per event, not per entry.
+        self._events: BoundedTTLCache[int, deque[float]] = BoundedTTLCache(max_users, clock=clock)
 
     def __len__(self) -> int:
         return len(self._events)
@@ -38,14 +41,12 @@ class LinkRateLimiter:
             return
         events = self._prune(user_id)
         if events is None:
-            events = self._events[user_id] = deque(maxlen=self.per_hour)
+            events = deque(maxlen=self.per_hour)
         events.append(self._clock())
-        self._events.move_to_end(user_id)
-        while len(self._events) > self.max_users:
-            self._events.popitem(last=False)
+        self._events.put(user_id, events)
 
     def _prune(self, user_id: int) -> deque[float] | None:
-        events = self._events.get(user_id)
+        events = self._events.peek(user_id)
         if events is None:
             return None
         limit = self._clock() - self.WINDOW

@@ -24,11 +24,11 @@ from pyrogram.errors import RPCError
 from pyrogram.raw.core import TLObject
 
 from streambot.simulator.content import Content
+from streambot.units import MIB
 
 if TYPE_CHECKING:
     from streambot.simulator.session import SimSession
 
-MIB = 1 << 20
 MediaKind = Literal["document", "video", "audio", "photo", "animation", "voice", "video_note"]
 MEDIA_KINDS: tuple[MediaKind, ...] = (
     "document",

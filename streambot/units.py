@@ -1,0 +1,27 @@
+"""Byte units and how sizes are written for people: one definition of each, used everywhere.
+
+Binary units (MiB) size buffers and Telegram's block rules; decimal gigabytes (GB) are what quotas
+are configured in, because that is how hosting providers bill transfer.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GB", "KIB", "MIB", "gb_text", "human_size"]
+
+KIB = 1 << 10
+MIB = 1 << 20
+GB = 10**9
+
+
+def human_size(n: float) -> str:
+    """Given a byte count, return it in the largest binary unit up to GiB ("1.5 MiB", "12 B")."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns at GiB
+
+
+def gb_text(n: int) -> str:
+    """Given a byte count, return it in decimal gigabytes, the unit quotas are set in."""
+    return f"{n / GB:.2f} GB"
