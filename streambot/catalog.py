@@ -28,6 +28,10 @@ from streambot.fleet import Fleet, FleetClient
 
 log = logging.getLogger(__name__)
 
+#: Telegram message ids are TL ``int`` (signed 32-bit): pyrogram cannot even encode a larger one
+#: (``OverflowError``), so a link naming one points at nothing that can exist.
+MAX_MESSAGE_ID = 2**31 - 1
+
 _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _MEDIA_ATTRS = ("video", "document", "audio", "photo", "animation", "voice", "video_note")
 _DEFAULT_NAMES = {
@@ -199,6 +203,8 @@ class Catalog:
         Raises FileNotFound when the message is gone or holds no file, StreamAborted when
         Telegram cannot be asked now.
         """
+        if not 1 <= message_id <= MAX_MESSAGE_ID:
+            raise FileNotFound(f"message id {message_id} is outside Telegram's range")
         cached = self.info_cache.get(message_id)
         if cached is not None:
             info, fresh = cached
