@@ -4,6 +4,8 @@
 ``/api/fleet`` needs ``Authorization: Bearer <ADMIN_API_TOKEN>``; a missing or wrong token gets
 401. Without ADMIN_API_TOKEN configured the endpoint answers 404, as if it did not exist: there is
 then no token that could be right, and a public instance need not advertise an admin surface.
+``/metrics`` is open by default (scrapers usually sit on a private network); with ``METRICS_TOKEN``
+set it needs ``Authorization: Bearer <METRICS_TOKEN>`` too, since it shows bot ids and traffic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; behind ``METRICS_TOKEN`` when one is set (it names bots, shows traffic)."""
+    expected = request.app[keys.SETTINGS].metrics_token
+    if expected and not _token_matches(request, expected):
+        return _unauthorized("A valid metrics token is required.")
     body = request.app[keys.METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -65,20 +71,26 @@ def _bearer_token(request: web.Request) -> bytes | None:
     return token.strip().encode("utf-8", "surrogateescape")
 
 
+def _token_matches(request: web.Request, expected: str) -> bool:
+    given = _bearer_token(request)
+    # compare_digest: the time taken must not tell how much of a guessed token was right.
+    return given is not None and hmac.compare_digest(given, expected.encode())
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.Response(
+        status=401, text=reason + "\n", headers={"WWW-Authenticate": 'Bearer realm="streambot"'}
+    )
+
+
 async def fleet_status(request: web.Request) -> web.Response:
     """Per-client state for monitoring; admin bearer token only."""
     app = request.app
     expected = app[keys.SETTINGS].admin_api_token
     if not expected:
         return web.Response(status=404, text="Not found.\n")
-    given = _bearer_token(request)
-    # compare_digest: the time taken must not tell how much of a guessed token was right.
-    if given is None or not hmac.compare_digest(given, expected.encode()):
-        return web.Response(
-            status=401,
-            text="A valid admin token is required.\n",
-            headers={"WWW-Authenticate": 'Bearer realm="streambot"'},
-        )
+    if not _token_matches(request, expected):
+        return _unauthorized("A valid admin token is required.")
     fleet = app[keys.FLEET]
     supervisor = app[keys.SUPERVISOR]
     return web.json_response(

@@ -258,6 +258,14 @@ class Settings:
         doc="Bearer token for GET /api/fleet (Authorization: Bearer ...); empty = endpoint off (404).",
         check=lambda v: None if not v or len(v) >= 16 else "must be at least 16 characters",
     )
+    metrics_token: str = _setting(
+        "",
+        group="Access",
+        secret=True,
+        example="a-long-random-token-for-prometheus",
+        doc="Bearer token for GET /metrics, which shows bot ids and traffic; empty = /metrics is open to anyone who can reach the port.",
+        check=lambda v: None if not v or len(v) >= 16 else "must be at least 16 characters",
+    )
     # --- Fleet
     workers: int = _setting(
         4,

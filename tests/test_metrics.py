@@ -111,3 +111,32 @@ async def test_aborted_stream_is_counted(
     samples = await scrape(app)
     assert samples[("streambot_errors_total", (("kind", "stream_aborted"),))] == 1
     assert samples[("streambot_errors_total", (("kind", kind),))] == 1
+
+
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
+
+
+async def test_metrics_is_open_without_a_metrics_token(world: World, start_app: StartApp) -> None:
+    """The default: /metrics answers anyone (README says what it shows)."""
+    app = await start_app(world)
+    assert (await app.client.get("/metrics")).status == 200
+
+
+async def test_metrics_token_protects_metrics(world: World, start_app: StartApp) -> None:
+    """With METRICS_TOKEN, /metrics needs ``Authorization: Bearer <token>``: anything else is 401."""
+    app = await start_app(world, metrics_token=METRICS_TOKEN)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+        {"Authorization": f"Basic {METRICS_TOKEN}"},
+    ):
+        resp = await app.client.get("/metrics", headers=headers)
+        assert resp.status == 401, headers
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        body = await resp.text()
+        assert "streambot_" not in body
+        assert METRICS_TOKEN not in body
+    resp = await app.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert resp.status == 200
+    assert "streambot_bytes_sent_total" in await resp.text()
