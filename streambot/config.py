@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 from dotenv import dotenv_values
 
 from streambot.atomicfile import atomic_write
+from streambot.private import FILE_MODE, tighten
 
 GROUPS = (
     "Telegram",
@@ -816,6 +817,7 @@ def ensure_link_secret(settings: Settings) -> bytes:
     if settings.link_secret:
         return settings.link_secret.encode()
     path = settings.data_dir / "link_secret"
+    tighten(path, FILE_MODE)  # whoever reads it can forge links
     if path.exists():
         value = path.read_text().strip()
         if len(value) >= 32:

@@ -22,6 +22,7 @@ from pyrogram.enums import ParseMode
 from pyrogram.errors import RPCError
 
 from streambot.errors import UNREADABLE_ANSWER, UnreadableAnswer
+from streambot.private import private_dir, tighten_all
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,12 @@ class FleetClient:
         return f"@{self.username}" if self.username else self.name
 
 
+def _tighten_session(fc: FleetClient) -> None:
+    """The session file pyrogram just created (umask mode) becomes 0600, with its SQLite extras."""
+    if not fc.client.in_memory:
+        tighten_all(Path(fc.client.workdir), f"{fc.client.name}.session*", announce=False)
+
+
 def session_name(token: str, *, is_main: bool) -> str:
     """A session file name from the bot id part of a token, never from the secret part.
 
@@ -114,8 +121,14 @@ class Fleet:
         workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> Fleet:
-        """Create (not start) a client per token; sessions persist in ``session_dir``."""
-        session_dir.mkdir(parents=True, exist_ok=True)
+        """Create (not start) a client per token; sessions persist in ``session_dir``.
+
+        ``session_dir`` is made owner-only: a session file is a bot's auth key. pyrogram creates
+        session files with the umask's mode, so existing ones are tightened here and new ones
+        right after their first start (unreadable to others meanwhile: the folder is 0700).
+        """
+        private_dir(session_dir)
+        tighten_all(session_dir, "*.session*")
         specs = [(bot_token, True)] + [(t, False) for t in worker_tokens]
         clients = []
         for token, is_main in specs:
@@ -166,6 +179,7 @@ class Fleet:
             fc.state = ClientState.FAILED
             fc.last_error = str(UnreadableAnswer(exc))
             raise FleetError(fc.last_error) from exc
+        _tighten_session(fc)
         me = fc.client.me
         fc.username = (me.username or "") if me else ""
         fc.home_dc = await fc.client.storage.dc_id()

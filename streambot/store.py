@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
+from streambot.private import private_file, tighten_all
+
 __all__ = [
     "BANDWIDTH_SCOPES",
     "ConflictError",
@@ -580,6 +582,9 @@ class Store:
         if self._path != MEMORY:
             try:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                # Owners, bans and revocations: owner-only (SQLite copies the mode to -wal/-shm).
+                private_file(Path(self._path))
+                tighten_all(Path(self._path).parent, Path(self._path).name + "-*")
             except OSError as exc:
                 raise StoreError(f"cannot create directory for {self._path}: {exc}") from exc
         try:
