@@ -1,4 +1,4 @@
-"""Command line: ``python -m streambot run | demo | check | memlog``."""
+"""Command line: ``python -m streambot run | demo | check | memlog | simulator``."""
 
 from __future__ import annotations
 
@@ -42,8 +42,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m streambot", description=__doc__, parents=[env_file]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    run = sub.add_parser(
         "run", parents=[env_file], help="run the bot and the download server against Telegram"
+    )
+    run.add_argument(
+        "--telegram",
+        type=Path,
+        metavar="FILE",
+        help="instead of Telegram, use the running simulator described by this info file "
+        "(written by `simulator --info-out FILE`); everything else is a normal run",
     )
     sub.add_parser("check", parents=[env_file], help="validate the configuration and exit")
     demo = sub.add_parser(
@@ -63,7 +70,54 @@ def _parser() -> argparse.ArgumentParser:
         help="also post a generated file of SIZE (4096, 512K, 24MiB, 1GiB; nothing is "
         "allocated); the same NAME always has the same bytes; repeatable",
     )
+    demo.add_argument(
+        "--telegram",
+        choices=("inproc", "wire"),
+        default="inproc",
+        help="inproc (default): the simulator answers inside pyrogram's Session, fast; wire: a "
+        "simulator process speaks MTProto over loopback TCP, so pyrogram's whole network stack runs",
+    )
+    demo.add_argument(
+        "--telegram-info-out",
+        type=Path,
+        metavar="FILE",
+        help="with --telegram wire: copy the simulator's info file (control API, DCs) here",
+    )
     demo.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    simulator = sub.add_parser(
+        "simulator",
+        help="serve the simulated Telegram over MTProto on loopback, with a control API",
+    )
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument(
+        "--port", type=int, default=0, help="control API port (0: any free one); DCs use free ports"
+    )
+    simulator.add_argument(
+        "--rtt-ms", type=_non_negative, default=0.0, help="round trip per packet"
+    )
+    simulator.add_argument(
+        "--bandwidth-mib-s",
+        type=_non_negative,
+        default=0.0,
+        help="bandwidth cap per connection, MiB/s (0: unlimited)",
+    )
+    simulator.add_argument(
+        "--workers", type=int, default=2, help="worker bots besides the main bot"
+    )
+    simulator.add_argument(
+        "--file-dc", type=int, choices=range(1, 6), metavar="N", help="DC the files live on (1-5)"
+    )
+    simulator.add_argument(
+        "--synthetic",
+        action="append",
+        default=[],
+        type=_synthetic,
+        metavar="SIZE[:NAME]",
+        help="post a generated file of SIZE (as for demo); repeatable",
+    )
+    simulator.add_argument("--info-out", type=Path, help="write the info JSON here when ready")
+    simulator.add_argument("--log-level", default="WARNING")
+    simulator.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     memlog = sub.add_parser("memlog", help="summarise memory log files")
     memlog.add_argument("files", nargs="+")
     return parser
@@ -76,6 +130,16 @@ def _synthetic(text: str) -> SyntheticFile:
         return SyntheticFile.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
+    return value
 
 
 def configure_logging(
@@ -205,6 +269,54 @@ async def _run(settings: Settings) -> int:
     return 0
 
 
+def _run_on_simulator(settings: Settings, info_file: Path) -> int:
+    """``run --telegram FILE``: the production run, with pyrogram pointed at a simulator.
+
+    The DC addresses and the simulator's RSA key are patched into pyrogram only for the duration
+    of this run (``pointed_at``), so nothing of it can leak into a plain ``run``.
+    """
+    from streambot.simulator.wire.client import pointed_at
+    from streambot.simulator.wire.info import InfoError, SimulatorInfo
+
+    try:
+        info = SimulatorInfo.load(info_file)
+    except InfoError as exc:
+        print(f"--telegram: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.info("Telegram is the simulator at %s", info.control_url)
+    with pointed_at(info.dcs, info.rsa_public_key):
+        return asyncio.run(_run(settings))
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from streambot.simulator.wire.process import SimulatorOptions, serve
+
+    configure_logging(args.log_level)
+    options = SimulatorOptions(
+        host=args.host,
+        port=args.port,
+        rtt_ms=args.rtt_ms,
+        bandwidth_mib_s=args.bandwidth_mib_s,
+        workers=args.workers,
+        file_dc=args.file_dc,
+        synthetic=tuple(args.synthetic),
+        paths=tuple(args.paths),
+        info_out=args.info_out,
+    )
+
+    async def simulate() -> int:
+        stop = asyncio.Event()
+        with stop_on_signals(stop):
+            try:
+                await serve(options, stop)
+            except OSError as exc:
+                return _fail(f"the simulator cannot listen on {args.host}: {exc.strerror or exc}")
+        print("StreamBot simulator stopped.", flush=True)
+        return 0
+
+    return asyncio.run(simulate())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "memlog":
@@ -218,11 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         settings = _load(args, require_telegram=True)
         _configure_logging(settings)
-        return asyncio.run(_run(settings))
-    settings = _load(args, require_telegram=False)
+        if args.telegram is None:
+            return asyncio.run(_run(settings))
+        return _run_on_simulator(settings, args.telegram)
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
-        print(f"demo: not a readable file: {', '.join(missing)}", file=sys.stderr)
+        print(f"{args.command}: not a readable file: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "simulator":
+        return _simulator(args)
+    settings = _load(args, require_telegram=False)
+    if args.telegram_info_out is not None and args.telegram != "wire":
+        print("demo: --telegram-info-out needs --telegram wire", file=sys.stderr)
         return EXIT_CONFIG
     _configure_logging(settings)
     from streambot.demo import run_demo
@@ -241,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     synthetic=args.synthetic,
                     workers=args.workers,
                     stop=stop,
+                    telegram=args.telegram,
+                    telegram_info_out=args.telegram_info_out,
                 )
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -227,9 +228,11 @@ class Fault:
     kind: FaultKind
     code: int = 0
     message: str = ""
-    times: int = 1
+    times: int | None = 1  # None: every matching request until the faults are cleared
     skip: int = 0  # let this many matching requests through first (mid-stream faults)
     bot_id: int | None = None
+    dc_id: int | None = None  # only requests on a connection to this DC
+    probability: float = 1.0  # each matching request fails with this chance (flaky networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +271,9 @@ class SimulatedTelegram:
         self.messages: dict[tuple[int, int], SimMessage] = {}  # (peer key, msg id)
         self.faults: list[Fault] = []
         self.counts: Counter[tuple[str, str]] = Counter()  # (method, client name)
+        # (method, bot id; 0 before login): client names differ per process, bot ids do not.
+        self.bot_counts: Counter[tuple[str, int]] = Counter()
+        self._fault_rng = random.Random(0)  # seeded: a flaky-fault run can be repeated
         self.calls: deque[Call] = deque(maxlen=call_log_limit)
         # Requests being answered right now, and the most ever at once, by method: how tests
         # see that a streamer really keeps N GetFile requests in flight.
@@ -355,12 +361,28 @@ class SimulatedTelegram:
         kind: FaultKind = "rpc",
         code: int = 0,
         message: str = "",
-        times: int = 1,
+        times: int | None = 1,
         skip: int = 0,
         bot: SimBot | None = None,
+        dc: int | None = None,
+        probability: float = 1.0,
     ) -> Fault:
-        """Make the next matching request(s) fail. ``kind='drop'`` behaves like a lost answer."""
-        fault = Fault(method, kind, code, message, times, skip, bot.bot_id if bot else None)
+        """Make the next matching request(s) fail. ``kind='drop'`` behaves like a lost answer.
+
+        ``times=None`` keeps failing until the fault is removed; ``dc`` limits it to requests on
+        connections to that DC; ``probability`` makes each matching request fail only by chance.
+        """
+        fault = Fault(
+            method,
+            kind,
+            code,
+            message,
+            times,
+            skip,
+            bot.bot_id if bot else None,
+            dc,
+            probability,
+        )
         self.faults.append(fault)
         return fault
 
@@ -487,6 +509,7 @@ class SimulatedTelegram:
         bot = await self._bot_of(session)
         client_name = session.client.name
         self.counts[(name, client_name)] += 1
+        self.bot_counts[(name, bot.bot_id if bot else 0)] += 1
         self.calls.append(
             Call(
                 name,
@@ -506,7 +529,7 @@ class SimulatedTelegram:
         try:
             if self.rtt:
                 await asyncio.sleep(self.rtt)
-            self._apply_faults(name, bot, query)
+            self._apply_faults(name, bot, query, session.dc_id)
             handler: Callable[..., Any] | None = getattr(self, "on_" + name.replace(".", "_"), None)
             if handler is None:
                 self._err(query, 400, "METHOD_NOT_SIMULATED")
@@ -523,18 +546,25 @@ class SimulatedTelegram:
             return result  # flat bytes payload: skip the (costly, pointless) round trip
         return wire(result)
 
-    def _apply_faults(self, name: str, bot: SimBot | None, query: TLObject) -> None:
+    def _apply_faults(
+        self, name: str, bot: SimBot | None, query: TLObject, dc_id: int | None = None
+    ) -> None:
         for fault in self.faults:
-            if fault.method != name or fault.times <= 0:
+            if fault.method != name or (fault.times is not None and fault.times <= 0):
                 continue
             if fault.bot_id is not None and (bot is None or bot.bot_id != fault.bot_id):
+                continue
+            if fault.dc_id is not None and dc_id != fault.dc_id:
                 continue
             if fault.skip > 0:
                 fault.skip -= 1
                 continue
-            fault.times -= 1
-            if fault.times <= 0:  # spent faults leave the list, so it stays as long as the test's
-                self.faults.remove(fault)
+            if fault.probability < 1.0 and self._fault_rng.random() >= fault.probability:
+                continue
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:  # spent faults leave the list: it stays as long as the test's
+                    self.faults.remove(fault)
             if fault.kind == "oserror":
                 raise ConnectionResetError("injected network error")
             if fault.kind == "drop":

@@ -21,6 +21,9 @@ from streambot.simulator.telegram import (
 )
 
 DEMO_ADMIN_ID = 100_001
+# The simulator accepts any API id/hash; these pass the config checks.
+SIM_API_ID = 1
+SIM_API_HASH = "0" * 32
 
 
 @dataclass(slots=True)
@@ -70,18 +73,44 @@ def world_settings(
     base: Settings, world: World, *, host: str = "127.0.0.1", port: int = 8080, data_dir: Path
 ) -> Settings:
     """The operator's settings with the Telegram group replaced by the simulated world's."""
-    shown_host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
-    return replace(
+    return simulated_settings(
         base,
-        api_id=1,
-        api_hash="0" * 32,
         bot_token=world.main_bot.token,
         worker_tokens=tuple(b.token for b in world.workers),
         bin_channel=world.channel_id,
+        admin_id=DEMO_ADMIN_ID,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+    )
+
+
+def simulated_settings(
+    base: Settings,
+    *,
+    bot_token: str,
+    worker_tokens: tuple[str, ...],
+    bin_channel: int,
+    admin_id: int,
+    host: str,
+    port: int,
+    data_dir: Path,
+    api_id: int = SIM_API_ID,
+    api_hash: str = SIM_API_HASH,
+) -> Settings:
+    """``base`` with a simulator's Telegram group (in-process or on the wire) and the demo's web side."""
+    shown_host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return replace(
+        base,
+        api_id=api_id,
+        api_hash=api_hash,
+        bot_token=bot_token,
+        worker_tokens=worker_tokens,
+        bin_channel=bin_channel,
         bind_host=host,
         port=port,
         base_url=base.base_url or f"http://{shown_host}:{port}",
-        admins=tuple(sorted({*base.admins, DEMO_ADMIN_ID})),
+        admins=tuple(sorted({*base.admins, admin_id})),
         data_dir=data_dir,
         login_stagger_seconds=0.0,
     )

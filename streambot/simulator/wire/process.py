@@ -1,0 +1,105 @@
+"""``python -m streambot simulator``: the simulated Telegram as its own process, on loopback.
+
+One world (bots, storage channel, admin, files) behind the MTProto server (one port per DC) and the
+control API. When every port listens, the info file is written atomically and one line
+``StreamBot simulator ready: <control_url>`` goes to stdout; SIGINT/SIGTERM stop it cleanly
+(control API first, then every MTProto connection).
+
+Running Telegram in a process of its own is what makes CPU figures honest: the StreamBot process
+pays for decryption and framing, the simulator pays for encryption and its world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from streambot.atomicfile import atomic_write
+from streambot.simulator.samples import SyntheticFile, seed_files
+from streambot.simulator.wire.control import control_app
+from streambot.simulator.wire.info import InfoFile, SimulatorInfo
+from streambot.simulator.world import DEMO_ADMIN_ID, SIM_API_HASH, SIM_API_ID, build_world
+
+READY_LINE = "StreamBot simulator ready: "
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorOptions:
+    host: str = "127.0.0.1"
+    port: int = 0  # the control API's port; each DC listens on an ephemeral port of ``host``
+    rtt_ms: float = 0.0
+    bandwidth_mib_s: float = 0.0  # per connection; 0 = unlimited
+    workers: int = 2
+    file_dc: int | None = None  # the DC the seeded files live on (default: the bots' home DC)
+    synthetic: Sequence[SyntheticFile] = ()
+    paths: Sequence[Path] = ()
+    info_out: Path | None = None
+
+
+async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo:
+    """Run the simulator until ``stop`` is set; returns the info it published."""
+    from streambot.simulator.wire.server import WireTelegram  # the MTProto half (helper W1)
+
+    world = build_world(workers=options.workers)
+    seeded = seed_files(world.telegram, options.paths, options.synthetic, dc_id=options.file_dc)
+    files = tuple(
+        InfoFile(
+            name=f.name,
+            size=f.size,
+            message_id=world.telegram.post_file(world.channel, f),
+            dc=f.dc_id,
+            path=str(path.resolve()) if path else None,
+            mime_type=f.mime_type,
+        )
+        for path, f in seeded
+    )
+    wire = WireTelegram(
+        world.telegram,
+        host=options.host,
+        rtt_ms=options.rtt_ms,
+        bandwidth_mib_s=options.bandwidth_mib_s,
+    )
+    await wire.start()
+    info_json: dict[str, object] = {}
+    runner = web.AppRunner(
+        control_app(world, wire, dcs=frozenset(wire.dcs), info=info_json), handle_signals=False
+    )
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, options.host, options.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        info = SimulatorInfo(
+            control_url=f"http://{_url_host(host)}:{port}",
+            dcs=dict(wire.dcs),
+            api_id=SIM_API_ID,
+            api_hash=SIM_API_HASH,
+            bot_token=world.main_bot.token,
+            worker_tokens=tuple(b.token for b in world.workers),
+            bin_channel=world.channel_id,
+            admin_id=DEMO_ADMIN_ID,
+            rsa_public_key=wire.rsa_public_pem,
+            files=files,
+            pid=os.getpid(),
+        )
+        info_json.update(info.to_json())
+        if options.info_out is not None:
+            document = json.dumps(info_json, indent=2).encode() + b"\n"
+            # Owner-only: it holds the (simulated) bot tokens, like any credential file.
+            await asyncio.to_thread(atomic_write, options.info_out, document, mode=0o600)
+        print(READY_LINE + info.control_url, flush=True)
+        await stop.wait()
+        return info
+    finally:
+        await runner.cleanup()
+        await wire.close()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
