@@ -429,6 +429,39 @@ async def test_faults_can_target_any_method(scene: Scene) -> None:
     assert caught.value.value == 42
 
 
+async def test_faults_can_target_one_dc_and_last_until_cleared(scene: Scene) -> None:
+    """dc=4 leaves home-DC requests alone; times=None keeps failing until the faults are cleared."""
+    home = scene.store(SyntheticContent(MIB, seed=1))
+    away = scene.store(SyntheticContent(MIB, seed=4), dc_id=4)
+    async with started(scene.tg, scene.main) as client:
+        home_loc = location((await client.get_messages(scene.channel.chat_id, home)).document)
+        away_loc = location((await client.get_messages(scene.channel.chat_id, away)).document)
+        session = await client.get_session(4, is_media=True)
+        scene.tg.flood_wait(30, dc=4, times=None)
+        for offset in (0, 4096, 8192):
+            await client.invoke(get_file(home_loc, offset, 4096))
+            with pytest.raises(FloodWait):
+                await session.invoke(get_file(away_loc, offset, 4096))
+        scene.tg.faults.clear()
+        assert len((await session.invoke(get_file(away_loc, 0, 4096))).bytes) == 4096
+    assert scene.tg.bot_counts[("upload.GetFile", scene.main.bot_id)] == 7
+
+
+async def test_faults_with_a_probability_hit_some_requests(scene: Scene) -> None:
+    """probability=0.5 over 40 requests fails some and passes some (the world's RNG is seeded)."""
+    msg_id = scene.store(SyntheticContent(MIB, seed=1))
+    async with started(scene.tg, scene.main) as client:
+        loc = location((await client.get_messages(scene.channel.chat_id, msg_id)).document)
+        scene.tg.flood_wait(30, times=None, probability=0.5)
+        failed = 0
+        for k in range(40):
+            try:
+                await client.invoke(get_file(loc, 4096 * k, 4096))
+            except FloodWait:
+                failed += 1
+    assert 5 <= failed <= 35
+
+
 async def test_kurigram_get_messages_sleeps_through_any_flood_wait(scene: Scene) -> None:
     """Pinned kurigram behaviour: get_messages sleeps through even a 1 h FloodWait, so callers need a timeout."""
     msg_id = scene.store(SyntheticContent(MIB, seed=1))
