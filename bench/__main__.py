@@ -54,6 +54,7 @@ class Plan:
     abort_warmup: int = 1000
     abort_concurrency: int = 50
     leak_rtt_ms: float = 20
+    wire_rtts_ms: tuple[float, ...] = (0, 50)  # --telegram wire: wire next to in-process
 
 
 FULL = Plan("full")
@@ -76,6 +77,7 @@ QUICK = Plan(
     abort_batches=3,
     abort_warmup=50,
     abort_concurrency=20,
+    wire_rtts_ms=(0, 20),
 )
 
 
@@ -117,13 +119,16 @@ class Run:
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
-    def demo(self, name: str, rtt_ms: float, prefetch: int) -> tuple[Server, Path]:
+    def demo(
+        self, name: str, rtt_ms: float, prefetch: int, telegram: str = "inproc"
+    ) -> tuple[Server, Path]:
         return demo_server(
             name,
             self.workdir,
             rtt_ms=rtt_ms,
             settings={"STREAM_PREFETCH": str(prefetch)},
             synthetic=self.synthetic,
+            telegram=telegram,
         )
 
     # ------------------------------------------------------------------ sections
@@ -243,6 +248,87 @@ class Run:
             "mtproto_decrypt_s_per_gib": scenarios.mtproto_decrypt_cost(),
         }
 
+    def wire(self) -> None:
+        """Single stream, cold/warm TTFB and CPU/GiB with Telegram on the wire, next to in-process.
+
+        Both demos run side by side at the default prefetch and their downloads are interleaved,
+        as in the grid. On the wire the simulator is a child process of the demo: the StreamBot
+        figure is the demo process alone (TCP, MTProto decryption, framing, TL parsing included);
+        the simulator's own CPU (encryption, its world) is reported beside it.
+        """
+        plan = self.plan
+        p = self.default_prefetch
+        modes = ("inproc", "wire")
+        single: list[dict[str, Any]] = []
+        ttfb: list[dict[str, Any]] = []
+        cpu: list[dict[str, Any]] = []
+        for rtt in plan.wire_rtts_ms:
+            with contextlib.ExitStack() as stack:
+                started = {m: self.demo(f"{m}-rtt{rtt:g}", rtt, p, telegram=m) for m in modes}
+                for server, _ in started.values():
+                    stack.callback(server.stop)
+                    server.launch()
+                for server, _ in started.values():
+                    server.wait_ready()
+                urls = {m: (server, read_links(links)) for m, (server, links) in started.items()}
+                for m, (_, u) in urls.items():
+                    t = scenarios.time_to_first_byte(
+                        self.fetcher, u[BIG], plan.big_bytes, repeats=plan.ttfb_repeats
+                    )
+                    t.update(rtt_ms=rtt, prefetch=p, telegram=m, file_gib=plan.big_bytes / GIB)
+                    ttfb.append(t)
+                    self.say(
+                        f"{m} TTFB rtt {rtt:g} ms: cold {t['cold_ms']} ms, "
+                        f"warm {t['warm_ms_median']} ms"
+                    )
+                lengths = {
+                    m: scenarios.stream_length(
+                        self.fetcher,
+                        u[BIG],
+                        plan.big_bytes,
+                        seconds=plan.stream_seconds,
+                        probe_bytes=plan.probe_bytes,
+                    )
+                    for m, (_, u) in urls.items()
+                }
+                samples: dict[str, list[scenarios.StreamSample]] = {m: [] for m in modes}
+                for _ in range(plan.stream_repeats):
+                    for m, (server, u) in urls.items():
+                        samples[m].append(
+                            scenarios.stream_sample(self.fetcher, server, u[BIG], lengths[m])
+                        )
+                for m in modes:
+                    r = scenarios.summarize(lengths[m], samples[m])
+                    r.update(rtt_ms=rtt, prefetch=p, telegram=m)
+                    single.append(r)
+                    self.say(f"{m} one stream, rtt {rtt:g} ms: {r['mib_per_s']} MiB/s")
+                if rtt == 0:
+                    for m, (server, u) in urls.items():
+                        sim0 = server.children_cpu_seconds()
+                        r = scenarios.cpu_per_gib(
+                            self.fetcher,
+                            server,
+                            u[CEILING],
+                            plan.ceiling_bytes,
+                            repeats=plan.ceiling_repeats,
+                        )
+                        sim = server.children_cpu_seconds() - sim0
+                        r["telegram"] = m
+                        # The simulator's process (wire only): Telegram's side of the bill.
+                        r["simulator_cpu_s_per_gib"] = (
+                            round(sim / (r["bytes"] / GIB), 3) if m == "wire" else None
+                        )
+                        cpu.append(r)
+                        self.say(f"{m} CPU/GiB: {r['cpu_s_per_gib']} s ({r['mib_per_s']} MiB/s)")
+        self.results["wire"] = {
+            "file_gib": plan.big_bytes / GIB,
+            "ceiling_mib": plan.ceiling_bytes / MIB,
+            "ceiling_repeats": plan.ceiling_repeats,
+            "single_stream": single,
+            "ttfb": ttfb,
+            "cpu_per_gib": cpu,
+        }
+
     def concurrency(self) -> None:
         plan = self.plan
         p = self.default_prefetch
@@ -301,6 +387,7 @@ class Run:
 
 
 SECTIONS = ("grid", "concurrency", "leak")
+EXTRA_SECTIONS = ("wire",)  # run with --telegram wire (or --only wire)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,10 +397,23 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=REPO / "bench" / "results", help="directory for the results"
     )
     parser.add_argument(
-        "--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)"
+        "--only",
+        choices=SECTIONS + EXTRA_SECTIONS,
+        action="append",
+        help="run only these sections (repeatable)",
+    )
+    parser.add_argument(
+        "--telegram",
+        choices=("inproc", "wire"),
+        default="inproc",
+        help="wire: also measure single stream, TTFB and CPU/GiB with the simulator in its own "
+        "process over MTProto on loopback, next to in-process",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    sections = list(args.only or SECTIONS)
+    if args.telegram == "wire" and "wire" not in sections:
+        sections.append("wire")
     # 500 streams need 500 sockets on each side; children inherit the raised soft limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
@@ -325,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         run.say(f"{plan.name} run; load generators: {run.results['load_generators']}")
         run.results["load_average_before"] = os.getloadavg()
         try:
-            for section in args.only or SECTIONS:
+            for section in sections:
                 getattr(run, section)()
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)

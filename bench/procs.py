@@ -197,6 +197,15 @@ class Server:
             return 0.0
         return int(fields[1]) / 1e9 if len(fields) > 1 else 0.0
 
+    def children_cpu_seconds(self) -> float:
+        """CPU seconds of the processes this server started (the wire simulator of a wire demo)."""
+        total = 0.0
+        for child in self.process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                t = child.cpu_times()
+                total += t.user + t.system
+        return total
+
     def rss(self) -> int:
         return int(self.process.memory_info().rss)
 
@@ -229,8 +238,13 @@ def demo_server(
     rtt_ms: float,
     settings: Mapping[str, str],
     synthetic: Sequence[str],
+    telegram: str = "inproc",
 ) -> tuple[Server, Path]:
-    """The real application in demo mode; returns the server and where it writes its links."""
+    """The real application in demo mode; returns the server and where it writes its links.
+
+    ``telegram="wire"`` runs the demo against a simulator child process over MTProto on loopback,
+    so the server's figures include pyrogram's whole network stack (decryption included).
+    """
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
     env_file = run_dir / "bench.env"
@@ -253,6 +267,8 @@ def demo_server(
         str(rtt_ms),
         "--links-out",
         str(links),
+        "--telegram",
+        telegram,
     ]
     for spec in synthetic:
         cmd += ["--synthetic", spec]

@@ -208,6 +208,9 @@ def render(results: dict[str, Any]) -> str:
                 "Not in the demo's figure: MTProto decryption (TgCrypto AES-256-IGE) costs "
                 f"{cpu['mtproto_decrypt_s_per_gib']} CPU s/GiB more against real Telegram."
             )
+    wire = results.get("wire")
+    if wire:
+        out.extend(_wire_tables(wire))
     leak = results.get("leak")
     if leak:
         out.append(
@@ -245,6 +248,53 @@ def render(results: dict[str, Any]) -> str:
             f"aiohttp {m['aiohttp']}; load average at start {load[0] if load else '-'}"
         )
     return "\n\n".join(out)
+
+
+def _wire_tables(wire: dict[str, Any]) -> list[str]:
+    """The in-process vs wire comparison (``--telegram wire``)."""
+    ttfb = {(r["rtt_ms"], r["telegram"]): r for r in wire["ttfb"]}
+    rows = []
+    for r in wire["single_stream"]:
+        t = ttfb.get((r["rtt_ms"], r["telegram"]), {})
+        rows.append(
+            [
+                r["rtt_ms"],
+                r["telegram"],
+                r["prefetch"],
+                r["mib_per_s"],
+                pct(r["server_cpu_share"]),
+                pct(r["server_cpu_wait_share"]),
+                t.get("cold_ms"),
+                t.get("warm_ms_median"),
+            ]
+        )
+    out = [
+        table(
+            f"Telegram in-process vs on the wire: one stream ({wire['file_gib']:g} GiB file) and "
+            "time to first byte of a 1 MiB mid-file range",
+            ["rtt ms", "telegram", "prefetch", "MiB/s", "server", "waited", "cold ms", "warm ms"],
+            rows,
+        )
+    ]
+    if wire["cpu_per_gib"]:
+        out.append(
+            table(
+                f"CPU seconds per GiB, in-process vs wire (rtt 0, {wire['ceiling_mib']:g} MiB file "
+                f"x{wire['ceiling_repeats']}); the simulator runs in its own process on the wire",
+                ["telegram", "StreamBot CPU s/GiB", "simulator CPU s/GiB", "MiB/s", "client"],
+                [
+                    [
+                        r["telegram"],
+                        r["cpu_s_per_gib"],
+                        r["simulator_cpu_s_per_gib"],
+                        r["mib_per_s"],
+                        pct(r["client_cpu_share"]),
+                    ]
+                    for r in wire["cpu_per_gib"]
+                ],
+            )
+        )
+    return out
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

@@ -1,0 +1,387 @@
+"""Telegram on the wire, as processes: the simulator, its control API, ``run --telegram``, the wire demo.
+
+Every test here starts real processes that talk over loopback sockets: the simulator speaks MTProto
+to pyrogram's own network stack and HTTP on its control API. Waits are on process output (a ready
+line, an info file written atomically) or on the control API's event-driven long poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from streambot.simulator.content import synthetic_bytes
+from streambot.simulator.samples import SAMPLE_FILES, SyntheticFile
+from streambot.simulator.wire.info import SimulatorInfo
+from streambot.simulator.wire.process import READY_LINE
+
+from .test_cli import cli_env
+from .test_demo import STARTUP_DEADLINE, fetch, free_port, wait_for_file
+
+INFO_KEYS = {
+    "control_url",
+    "dcs",
+    "api_id",
+    "api_hash",
+    "bot_token",
+    "worker_tokens",
+    "bin_channel",
+    "admin_id",
+    "rsa_public_key",
+    "files",
+}
+
+
+class Proc:
+    """A child process whose stdout is read line by line (waits are on its output, not the clock)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
+        self.proc = proc
+        self.stderr = stderr
+        self.lines: list[str] = []
+
+    async def read_until(self, predicate: str, deadline: float = STARTUP_DEADLINE) -> str:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(deadline):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"ended before {predicate!r}: {self.lines}\n{self.stderr.read_text()}"
+                    )
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if predicate in line:
+                    return line
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(20):
+            rest = await self.proc.stdout.read()
+            code = await self.proc.wait()
+        return code, rest.decode()
+
+
+Start = Callable[..., Any]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """Start ``python -m streambot ARGS`` in tmp_path; every process is killed at the end."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> Proc:
+        stderr = tmp_path / f"proc{len(procs)}.stderr"
+        with stderr.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streambot",
+                *args,
+                cwd=tmp_path,
+                env=env or cli_env(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        procs.append(proc)
+        return Proc(proc, stderr)
+
+    yield run
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def start_simulator(start: Start, tmp_path: Path, *args: str) -> tuple[Proc, SimulatorInfo]:
+    info_path = tmp_path / "sim" / "info.json"
+    info_path.parent.mkdir(exist_ok=True)
+    sim = await start("simulator", "--info-out", str(info_path), *args)
+    await sim.read_until(READY_LINE)
+    return sim, SimulatorInfo.load(info_path)
+
+
+async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=body, **kw) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+# ---------------------------------------------------------------------- the simulator process
+
+
+async def test_simulator_writes_its_info_file_and_stops_on_sigterm(
+    tmp_path: Path, start: Start
+) -> None:
+    """Info JSON written atomically and owner-only with every field; SIGTERM exits 0 cleanly."""
+    disk = tmp_path / "clip.mp4"
+    disk.write_bytes(os.urandom(5000))
+    sim, info = await start_simulator(
+        start,
+        tmp_path,
+        "--workers",
+        "1",
+        "--file-dc",
+        "4",
+        "--synthetic",
+        "2MiB:big.bin",
+        str(disk),
+    )
+    info_path = tmp_path / "sim" / "info.json"
+    data = json.loads(info_path.read_text())
+    assert set(data) >= INFO_KEYS
+    assert [p.name for p in info_path.parent.iterdir()] == ["info.json"]  # no temp file left
+    assert stat.S_IMODE(info_path.stat().st_mode) == 0o600  # it holds the bot tokens
+    assert len(info.worker_tokens) == 1
+    assert info.rsa_public_key.startswith("-----BEGIN")
+    assert set(info.dcs) >= {1, 2, 3, 4, 5}
+    assert len({port for _, port in info.dcs.values()}) == len(info.dcs)  # a port per DC
+    assert [(f.name, f.size, f.dc, f.path) for f in info.files] == [
+        ("clip.mp4", 5000, 4, str(disk.resolve())),
+        ("big.bin", 2 << 20, 4, None),
+    ]
+    for _, port in info.dcs.values():  # every DC accepts TCP connections
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+    status, shown = await call("GET", info.control_url + "/")
+    assert status == 200
+    assert shown["dcs"] == data["dcs"]
+
+    code, rest = await sim.stop(signal.SIGTERM)
+    assert code == 0
+    assert "StreamBot simulator stopped." in rest
+    assert "Traceback" not in sim.stderr.read_text()
+    with pytest.raises(ConnectionRefusedError):  # the ports are closed
+        await asyncio.open_connection("127.0.0.1", info.dcs[2][1])
+
+
+async def test_simulator_without_files_posts_the_sample_set(tmp_path: Path, start: Start) -> None:
+    sim, info = await start_simulator(start, tmp_path)
+    assert [(f.name, f.size) for f in info.files] == [(n, size) for n, _, size in SAMPLE_FILES]
+    code, _ = await sim.stop(signal.SIGINT)
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "reason"),
+    [
+        ("POST", "/faults", {"kind": "meteor"}, "kind must be one of"),
+        ("POST", "/faults", {"kind": "flood_wait"}, "needs seconds"),
+        ("POST", "/faults", {"kind": "rst", "dc": 9}, "dc must be one of"),
+        ("POST", "/faults", {"kind": "rst", "bot": 42}, "no bot with id 42"),
+        ("POST", "/faults", [1, 2], "JSON object"),
+        ("POST", "/limits", {"rtt_ms": -5}, "rtt_ms must be between"),
+        ("POST", "/limits", {}, "give rtt_ms"),
+        ("POST", "/messages", {"text": "hi"}, "user_id is required"),
+        ("POST", "/messages", {"user_id": 5}, "give text or file"),
+        ("POST", "/messages", {"user_id": 5, "file": {"path": "/nonexistent"}}, "cannot read"),
+        ("POST", "/messages", {"user_id": 5, "file": {"size": 0, "name": "a"}}, "file.size"),
+        ("GET", "/replies", None, "user_id is required"),
+        ("GET", "/replies?user_id=x", None, "must be integers"),
+        ("GET", "/replies?user_id=1&count=1&wait=3600", None, "wait between"),
+    ],
+)
+async def test_control_api_rejects_bad_input_with_400_and_a_reason(
+    tmp_path: Path, start: Start, method: str, path: str, body: Any, reason: str
+) -> None:
+    sim, info = await start_simulator(start, tmp_path, "--workers", "0")
+    status, answer = await call(method, info.control_url + path, body)
+    assert status == 400
+    assert reason in answer["error"]
+    async with aiohttp.ClientSession() as http:  # not JSON at all
+        async with http.post(info.control_url + "/faults", data=b"{nope") as resp:
+            assert resp.status == 400
+            assert "not JSON" in (await resp.json())["error"]
+        async with http.get(info.control_url + "/nowhere") as resp:
+            assert resp.status == 404
+    code, _ = await sim.stop()
+    assert code == 0
+    assert "Traceback" not in sim.stderr.read_text()
+
+
+async def test_control_api_accepts_faults_limits_and_reports_stats(
+    tmp_path: Path, start: Start
+) -> None:
+    sim, info = await start_simulator(start, tmp_path, "--workers", "0")
+    url = info.control_url
+    status, answer = await call("POST", url + "/faults", {"kind": "flood_wait", "seconds": 3})
+    assert status == 201
+    assert answer["fault"]["message"] == "FLOOD_WAIT_3"
+    status, _ = await call("POST", url + "/faults", {"kind": "stall", "seconds": 1, "dc": 2})
+    assert status == 201
+    status, answer = await call("DELETE", url + "/faults")
+    assert (status, answer["cleared_rpc_faults"]) == (200, 1)
+    status, answer = await call("POST", url + "/limits", {"rtt_ms": 10, "bandwidth_mib_s": 64})
+    assert (status, answer["limits"]) == (200, {"rtt_ms": 10.0, "bandwidth_mib_s": 64.0})
+    status, stats = await call("GET", url + "/stats")
+    assert status == 200
+    assert stats["requests"]["total"] == 0
+    assert "connections" in stats
+    code, _ = await sim.stop()
+    assert code == 0
+
+
+# ---------------------------------------------------------------------- run --telegram FILE
+
+
+def run_env(tmp_path: Path, info: SimulatorInfo, name: str, port: int) -> Path:
+    """A config.env for ``run`` with the simulator's Telegram group (as an operator would write)."""
+    env = tmp_path / f"{name}.env"
+    values = {
+        "API_ID": str(info.api_id),
+        "API_HASH": info.api_hash,
+        "BOT_TOKEN": info.bot_token,
+        "BIN_CHANNEL": str(info.bin_channel),
+        "BASE_URL": f"http://127.0.0.1:{port}",
+        "PORT": str(port),
+        "DATA_DIR": str(tmp_path / name / "data"),
+        "LOG_DIR": str(tmp_path / name / "logs"),
+        "LOG_LEVEL": "INFO",
+    }
+    values.update({f"MULTI_TOKEN{i}": t for i, t in enumerate(info.worker_tokens, 1)})
+    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    return env
+
+
+async def wait_stderr(proc: Proc, text: str, deadline: float = STARTUP_DEADLINE) -> None:
+    """Wait until ``text`` shows in the process's stderr file (it writes there, not to a pipe)."""
+    async with asyncio.timeout(deadline):
+        while text not in await asyncio.to_thread(proc.stderr.read_text):
+            if proc.proc.returncode is not None:
+                raise AssertionError(proc.stderr.read_text())
+            await asyncio.sleep(0.1)
+
+
+async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
+    tmp_path: Path, start: Start
+) -> None:
+    """A user sends a file through POST /messages; the bot's reply carries a link `run` serves exactly."""
+    sim, info = await start_simulator(start, tmp_path, "--workers", "1")
+    port = free_port()
+    env = run_env(tmp_path, info, "node", port)
+    node = await start(
+        "--env-file", str(env), "run", "--telegram", str(tmp_path / "sim" / "info.json")
+    )
+    await wait_stderr(node, "serving on")
+
+    payload = tmp_path / "movie one.mp4"
+    payload.write_bytes(os.urandom(3 * (1 << 20) + 4321))  # crosses 1 MiB edges
+    user = 424242
+    status, sent = await call(
+        "POST", info.control_url + "/messages", {"user_id": user, "file": {"path": str(payload)}}
+    )
+    assert status == 201, sent
+    status, got = await call(
+        "GET", info.control_url + "/replies", params={"user_id": user, "count": 1, "wait": 30}
+    )
+    assert status == 200
+    assert got["replies"], "the bot did not answer over the wire"
+    links = got["replies"][-1]["links"]
+    download = next(u for u in links if "/dl/" in u)
+    assert download.startswith(f"http://127.0.0.1:{port}/dl/")
+    assert await fetch(download) == (200, payload.read_bytes())
+
+    status, stats = await call("GET", info.control_url + "/stats")
+    assert stats["requests"]["by_method"].get("upload.GetFile", 0) >= 4
+    assert (tmp_path / "node" / "data" / "sessions").is_dir()
+    assert any((tmp_path / "node" / "data" / "sessions").iterdir())  # sessions on disk
+
+    node.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await node.proc.wait() == 0
+    err = node.stderr.read_text()
+    assert "Traceback" not in err
+    assert info.bot_token not in err  # no secret in the log
+    code, _ = await sim.stop()
+    assert code == 0
+
+
+async def test_run_with_a_bad_info_file_says_so_and_exits_2(tmp_path: Path, start: Start) -> None:
+    bad = tmp_path / "info.json"
+    bad.write_text('{"dcs": {}}')
+    env = tmp_path / "x.env"
+    env.write_text(
+        "API_ID=1\nAPI_HASH=" + "0" * 32 + "\nBOT_TOKEN=123456:" + "A" * 30 + "\n"
+        "BIN_CHANNEL=-1001234567890\nBASE_URL=http://127.0.0.1:9\n"
+    )
+    node = await start("--env-file", str(env), "run", "--telegram", str(bad))
+    async with asyncio.timeout(STARTUP_DEADLINE):
+        assert await node.proc.wait() == 2
+    err = node.stderr.read_text()
+    assert "--telegram:" in err
+    assert "missing" in err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- demo --telegram wire
+
+
+async def test_demo_on_the_wire_serves_its_links_byte_exact(tmp_path: Path, start: Start) -> None:
+    """Same links JSON as in-process; bytes exact across 1 MiB edges; chat via the control API."""
+    links = tmp_path / "links.json"
+    info_out = tmp_path / "sim-info.json"
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"over the wire\n")
+    port = free_port()
+    demo = await start(
+        "demo",
+        "--telegram",
+        "wire",
+        "--port",
+        str(port),
+        "--links-out",
+        str(links),
+        "--telegram-info-out",
+        str(info_out),
+        "--synthetic",
+        "3MiB:three.bin",
+        str(notes),
+    )
+    await wait_for_file(links, STARTUP_DEADLINE)
+    entries = json.loads(links.read_text())
+    assert [(e["name"], e["size"]) for e in entries] == [
+        ("notes.txt", notes.stat().st_size),
+        ("three.bin", 3 << 20),
+    ]
+    for e in entries:
+        assert set(e) == {"path", "name", "size", "download_url", "watch_url"}
+    info = SimulatorInfo.load(info_out)
+    assert await fetch(entries[0]["download_url"]) == (200, notes.read_bytes())
+    seed = SyntheticFile.parse("3MiB:three.bin").seed
+    status, body = await fetch(entries[1]["download_url"])
+    assert (status, body == synthetic_bytes(seed, 0, 3 << 20)) == (200, True)
+
+    await demo.read_until("/send PATH")
+    assert demo.proc.stdin is not None
+    demo.proc.stdin.write(b"/help\n")
+    await demo.proc.stdin.drain()
+    await demo.read_until("Commands:", deadline=30)
+    demo.proc.stdin.write(f"/send {notes}\n".encode())
+    await demo.proc.stdin.drain()
+    sent = (await demo.read_until("Download: ", deadline=30)).split("Download: ", 1)[1].strip()
+    assert await fetch(sent) == (200, notes.read_bytes())
+
+    status, stats = await call("GET", info.control_url + "/stats")
+    assert stats["requests"]["by_method"]["upload.GetFile"] >= 3
+
+    code, rest = await demo.stop(signal.SIGTERM)
+    assert code == 0
+    assert "StreamBot demo stopped." in rest
+    assert "Traceback" not in demo.stderr.read_text()
+    with pytest.raises(ProcessLookupError):  # the simulator child stopped with the demo
+        os.kill(info.pid, 0)
