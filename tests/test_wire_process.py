@@ -239,13 +239,15 @@ async def test_control_api_accepts_faults_limits_and_reports_stats(
 # ---------------------------------------------------------------------- run --telegram FILE
 
 
-def run_env(tmp_path: Path, info: SimulatorInfo, name: str, port: int) -> Path:
+def run_env(
+    tmp_path: Path, info: SimulatorInfo, name: str, port: int, *, bot_token: str = ""
+) -> Path:
     """A config.env for ``run`` with the simulator's Telegram group (as an operator would write)."""
     env = tmp_path / f"{name}.env"
     values = {
         "API_ID": str(info.api_id),
         "API_HASH": info.api_hash,
-        "BOT_TOKEN": info.bot_token,
+        "BOT_TOKEN": bot_token or info.bot_token,
         "BIN_CHANNEL": str(info.bin_channel),
         "BASE_URL": f"http://127.0.0.1:{port}",
         "PORT": str(port),
@@ -253,7 +255,8 @@ def run_env(tmp_path: Path, info: SimulatorInfo, name: str, port: int) -> Path:
         "LOG_DIR": str(tmp_path / name / "logs"),
         "LOG_LEVEL": "INFO",
     }
-    values.update({f"MULTI_TOKEN{i}": t for i, t in enumerate(info.worker_tokens, 1)})
+    if not bot_token:  # the simulator's own fleet; a node with its own bot runs without workers
+        values.update({f"MULTI_TOKEN{i}": t for i, t in enumerate(info.worker_tokens, 1)})
     env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     return env
 
@@ -267,46 +270,68 @@ async def wait_stderr(proc: Proc, text: str, deadline: float = STARTUP_DEADLINE)
             await asyncio.sleep(0.1)
 
 
-async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
-    tmp_path: Path, start: Start
+async def send_file_and_fetch_link(
+    info: SimulatorInfo, payload: Path, *, user: int, port: int, bot: int | None = None
 ) -> None:
-    """A user sends a file through POST /messages; the bot's reply carries a link `run` serves exactly."""
-    sim, info = await start_simulator(start, tmp_path, "--workers", "1")
-    port = free_port()
-    env = run_env(tmp_path, info, "node", port)
-    node = await start(
-        "--env-file", str(env), "run", "--telegram", str(tmp_path / "sim" / "info.json")
-    )
-    await wait_stderr(node, "serving on")
-
-    payload = tmp_path / "movie one.mp4"
-    payload.write_bytes(os.urandom(3 * (1 << 20) + 4321))  # crosses 1 MiB edges
-    user = 424242
-    status, sent = await call(
-        "POST", info.control_url + "/messages", {"user_id": user, "file": {"path": str(payload)}}
-    )
+    """POST /messages with a file, read the bot's reply from GET /replies, download its link."""
+    body: dict[str, Any] = {"user_id": user, "file": {"path": str(payload)}}
+    if bot is not None:
+        body["bot"] = bot
+    status, sent = await call("POST", info.control_url + "/messages", body)
     assert status == 201, sent
     status, got = await call(
         "GET", info.control_url + "/replies", params={"user_id": user, "count": 1, "wait": 30}
     )
     assert status == 200
     assert got["replies"], "the bot did not answer over the wire"
-    links = got["replies"][-1]["links"]
-    download = next(u for u in links if "/dl/" in u)
+    download = next(u for u in got["replies"][-1]["links"] if "/dl/" in u)
     assert download.startswith(f"http://127.0.0.1:{port}/dl/")
     assert await fetch(download) == (200, payload.read_bytes())
 
-    status, stats = await call("GET", info.control_url + "/stats")
-    assert stats["requests"]["by_method"].get("upload.GetFile", 0) >= 4
-    assert (tmp_path / "node" / "data" / "sessions").is_dir()
-    assert any((tmp_path / "node" / "data" / "sessions").iterdir())  # sessions on disk
 
+async def stop_node(node: Proc, secret: str) -> None:
     node.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(30):
         assert await node.proc.wait() == 0
     err = node.stderr.read_text()
     assert "Traceback" not in err
-    assert info.bot_token not in err  # no secret in the log
+    assert secret not in err  # no bot token in the log
+
+
+async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
+    tmp_path: Path, start: Start
+) -> None:
+    """A user sends a file through POST /messages; the bot's reply carries a link `run` serves exactly.
+
+    A second `run` with a bot of its own (POST /bots) shares the simulator and does the same.
+    """
+    sim, info = await start_simulator(start, tmp_path, "--workers", "1")
+    info_file = str(tmp_path / "sim" / "info.json")
+    port = free_port()
+    node = await start("--env-file", str(run_env(tmp_path, info, "a", port)), "run", "--telegram", info_file)
+    await wait_stderr(node, "serving on")
+
+    payload = tmp_path / "movie one.mp4"
+    payload.write_bytes(os.urandom(3 * (1 << 20) + 4321))  # crosses 1 MiB edges
+    await send_file_and_fetch_link(info, payload, user=424242, port=port)
+    sessions = tmp_path / "a" / "data" / "sessions"
+    assert sorted(p.suffix for p in sessions.iterdir()).count(".session") >= 2  # main + worker
+
+    status, own = await call("POST", info.control_url + "/bots", {})
+    assert status == 201
+    port_b = free_port()
+    env_b = run_env(tmp_path, info, "b", port_b, bot_token=own["token"])
+    node_b = await start("--env-file", str(env_b), "run", "--telegram", info_file)
+    await wait_stderr(node_b, "serving on")
+    await send_file_and_fetch_link(info, payload, user=515151, port=port_b, bot=own["bot"])
+
+    status, stats = await call("GET", info.control_url + "/stats")
+    assert status == 200
+    by_bot = stats["requests"]["by_bot"]
+    assert by_bot[str(own["bot"])].get("upload.GetFile", 0) >= 4  # node b fetched with its bot
+    assert by_bot[str(own["bot"])]["auth.ImportBotAuthorization"] == 1
+    await stop_node(node, info.bot_token)
+    await stop_node(node_b, own["token"])
     code, _ = await sim.stop()
     assert code == 0
 

@@ -3,8 +3,10 @@
 Tests, the demo and the benchmarks drive a simulator running in another process through it:
 read request counts and connections (``GET /stats``), inject and clear faults (``POST/DELETE
 /faults``), change the wire's limits (``POST /limits``), have a user write to the bot
-(``POST /messages``) and read what the bot answered (``GET /replies``). Bad input gets 400 with
-a one-line reason; nothing here can reach a traceback to the caller.
+(``POST /messages``) and read what the bot answered (``GET /replies``). ``POST /bots`` adds a bot
+with access to the storage channel, so several StreamBot processes can share one simulator, each
+with its own bots. Bad input gets 400 with a one-line reason; nothing here can reach a traceback
+to the caller.
 
 RPC faults go to the world (:meth:`SimulatedTelegram.inject`), so they behave the same in-process
 and on the wire; wire faults (RST, black hole, stall, drip) go to the wire server.
@@ -295,6 +297,25 @@ class Control:
         self.wire.set_limits(**limits)
         return web.json_response({"limits": limits})
 
+    async def post_bots(self, request: web.Request) -> web.Response:
+        """A new bot with read access to the storage channel: another process's own fleet."""
+        body = await _json(request)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        _unknown(body, frozenset({"username"}))
+        username = body.get("username") or f"streambot_node{len(self.telegram.bots) + 1}_bot"
+        if not isinstance(username, str) or not re.fullmatch(r"[A-Za-z]\w{3,30}bot", username):
+            raise BadRequest("username must be 5-32 letters, digits or _, ending in bot")
+        if any(b.username == username for b in self.telegram.bots.values()):
+            raise BadRequest(f"a bot named {username} exists")
+        bot = self.telegram.add_bot(username)
+        self.telegram.grant(self.world.channel, bot)
+        return web.json_response(
+            {"bot": bot.bot_id, "username": bot.username, "token": bot.token}, status=201
+        )
+
     async def post_messages(self, request: web.Request) -> web.Response:
         body = await _json(request)
         if not isinstance(body, dict):
@@ -438,6 +459,7 @@ def control_app(
     app.router.add_post("/faults", control.post_faults)
     app.router.add_delete("/faults", control.delete_faults)
     app.router.add_post("/limits", control.post_limits)
+    app.router.add_post("/bots", control.post_bots)
     app.router.add_post("/messages", control.post_messages)
     app.router.add_get("/replies", control.get_replies)
     return app
