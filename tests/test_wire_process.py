@@ -271,10 +271,16 @@ async def wait_stderr(proc: Proc, text: str, deadline: float = STARTUP_DEADLINE)
 
 
 async def send_file_and_fetch_link(
-    info: SimulatorInfo, payload: Path, *, user: int, port: int, bot: int | None = None
+    info: SimulatorInfo,
+    payload: str,
+    expected: bytes,
+    *,
+    user: int,
+    port: int,
+    bot: int | None = None,
 ) -> None:
     """POST /messages with a file, read the bot's reply from GET /replies, download its link."""
-    body: dict[str, Any] = {"user_id": user, "file": {"path": str(payload)}}
+    body: dict[str, Any] = {"user_id": user, "file": {"path": payload}}
     if bot is not None:
         body["bot"] = bot
     status, sent = await call("POST", info.control_url + "/messages", body)
@@ -286,7 +292,7 @@ async def send_file_and_fetch_link(
     assert got["replies"], "the bot did not answer over the wire"
     download = next(u for u in got["replies"][-1]["links"] if "/dl/" in u)
     assert download.startswith(f"http://127.0.0.1:{port}/dl/")
-    assert await fetch(download) == (200, payload.read_bytes())
+    assert await fetch(download) == (200, expected)
 
 
 async def stop_node(node: Proc, secret: str) -> None:
@@ -308,12 +314,14 @@ async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
     sim, info = await start_simulator(start, tmp_path, "--workers", "1")
     info_file = str(tmp_path / "sim" / "info.json")
     port = free_port()
-    node = await start("--env-file", str(run_env(tmp_path, info, "a", port)), "run", "--telegram", info_file)
+    node = await start(
+        "--env-file", str(run_env(tmp_path, info, "a", port)), "run", "--telegram", info_file
+    )
     await wait_stderr(node, "serving on")
 
     payload = tmp_path / "movie one.mp4"
     payload.write_bytes(os.urandom(3 * (1 << 20) + 4321))  # crosses 1 MiB edges
-    await send_file_and_fetch_link(info, payload, user=424242, port=port)
+    await send_file_and_fetch_link(info, str(payload), payload.read_bytes(), user=424242, port=port)
     sessions = tmp_path / "a" / "data" / "sessions"
     assert sorted(p.suffix for p in sessions.iterdir()).count(".session") >= 2  # main + worker
 
@@ -323,7 +331,9 @@ async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
     env_b = run_env(tmp_path, info, "b", port_b, bot_token=own["token"])
     node_b = await start("--env-file", str(env_b), "run", "--telegram", info_file)
     await wait_stderr(node_b, "serving on")
-    await send_file_and_fetch_link(info, payload, user=515151, port=port_b, bot=own["bot"])
+    await send_file_and_fetch_link(
+        info, str(payload), payload.read_bytes(), user=515151, port=port_b, bot=own["bot"]
+    )
 
     status, stats = await call("GET", info.control_url + "/stats")
     assert status == 200
