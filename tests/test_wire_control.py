@@ -31,7 +31,7 @@ def fault(body: Any) -> dict[str, Any]:
     [
         (
             {"kind": "flood_wait", "seconds": 30},
-            {"method": "upload.GetFile", "code": 420, "message": "FLOOD_WAIT_30", "count": None},
+            {"method": "upload.GetFile", "code": 420, "message": "FLOOD_WAIT_30", "count": 1},
         ),
         (
             {"kind": "rpc_error", "code": -503, "message": "TIMEOUT", "count": 2, "after": 3},
@@ -49,7 +49,8 @@ def fault(body: Any) -> dict[str, Any]:
             {"kind": "flood_wait", "seconds": 5, "method": "channels.GetMessages"},
             {"method": "channels.GetMessages"},
         ),
-        ({"kind": "rst", "dc": 2, "count": 1}, {"kind": "rst", "dc": 2, "seconds": None}),
+        ({"kind": "rst", "dc": 2, "count": None}, {"kind": "rst", "dc": 2, "count": None}),
+        ({"kind": "stall"}, {"seconds": None, "count": 1}),
         ({"kind": "blackhole", "probability": 0.5}, {"probability": 0.5, "after": 0}),
         ({"kind": "stall", "seconds": 2.5}, {"seconds": 2.5}),
         ({"kind": "drip", "seconds": 1, "bot": BOT.bot_id}, {"bot": BOT.bot_id}),
@@ -88,8 +89,8 @@ def test_valid_faults_are_completed_with_defaults(
         ({"kind": "rst", "probability": 1.5}, "probability must be between"),
         ({"kind": "rst", "probability": 0}, "above 0"),
         ({"kind": "rst", "method": "upload.GetFile"}, "does not apply"),
-        ({"kind": "stall"}, "needs seconds"),
-        ({"kind": "drip", "seconds": 0}, "needs seconds"),
+        ({"kind": "drip", "seconds": 0}, "above 0"),
+        ({"kind": "rst", "seconds": 2}, "does not apply"),
         ({"kind": "file_reference_expired", "seconds": 3}, "does not apply"),
         ({"kind": "flood_wait", "seconds": 3, "code": 420}, "rpc_error faults only"),
         ({"kind": "rpc_error", "code": 500, "message": "X", "to_dc": 2}, "file_migrate"),

@@ -130,7 +130,8 @@ def parse_fault(body: Any, *, bots: Mapping[int, SimBot], dcs: frozenset[int]) -
     dc = _int(body, "dc")
     if dc is not None and dc not in dcs:
         raise BadRequest(f"dc must be one of {', '.join(map(str, sorted(dcs)))}")
-    count = _int(body, "count", lo=1)
+    # Absent: once (as the world's and the wire's own defaults); null: until DELETE /faults.
+    count = _int(body, "count", lo=1) if "count" in body else 1
     fault: dict[str, Any] = {
         "kind": kind,
         "bot": bot,
@@ -149,8 +150,10 @@ def parse_fault(body: Any, *, bots: Mapping[int, SimBot], dcs: frozenset[int]) -
         for name in ("method", "code", "message", "to_dc"):
             if name in body:
                 raise BadRequest(f"{name} does not apply to a {kind} fault")
-        if kind in ("stall", "drip") and not seconds:
-            raise BadRequest(f"a {kind} fault needs seconds (above 0)")
+        if kind in ("stall", "drip") and seconds == 0:
+            raise BadRequest(f"seconds of a {kind} fault must be above 0")
+        if kind in ("rst", "blackhole") and seconds is not None:
+            raise BadRequest(f"seconds does not apply to a {kind} fault")
         fault["seconds"] = seconds
         return fault
     if method is None:
