@@ -6,7 +6,9 @@ are configured in, because that is how hosting providers bill transfer.
 
 from __future__ import annotations
 
-__all__ = ["GB", "KIB", "MIB", "gb_text", "human_size"]
+import re
+
+__all__ = ["GB", "KIB", "MIB", "gb_text", "human_size", "parse_size"]
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -25,3 +27,15 @@ def human_size(n: float) -> str:
 def gb_text(n: int) -> str:
     """Given a byte count, return it in decimal gigabytes, the unit quotas are set in."""
     return f"{n / GB:.2f} GB"
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``512K``, ``24MiB``, ``1GiB``, ``2G``: binary units; ValueError otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 24MiB, 1GiB)")
+    return int(match[1]) * _SIZE_UNITS[match[2].lower()]

@@ -7,7 +7,6 @@ the same names (and the benchmarks can write an identical local copy for compari
 from __future__ import annotations
 
 import mimetypes
-import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,23 +15,15 @@ from pathlib import Path
 from streambot.simulator.content import Content, DiskContent, SyntheticContent
 from streambot.simulator.telegram import SimFile, SimulatedTelegram
 from streambot.simulator.world import kind_for
+from streambot.units import parse_size
+
+__all__ = ["SAMPLE_FILES", "SyntheticFile", "add_content", "disk_file", "parse_size", "seed_files"]
 
 SAMPLE_FILES = (
     ("sample-video.mp4", "video/mp4", 24 * 1024 * 1024 + 12345),
     ("sample-archive.zip", "application/zip", 3 * 1024 * 1024),
     ("sample-notes.txt", "text/plain", 4096 + 17),
 )
-
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``512K``, ``24MiB``, ``1GiB``, ``2G``: binary units; ValueError otherwise."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (examples: 4096, 512K, 24MiB, 1GiB)")
-    return int(match[1]) * _UNITS[match[2].lower()]
 
 
 @dataclass(frozen=True, slots=True)

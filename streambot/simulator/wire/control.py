@@ -26,9 +26,10 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from streambot.simulator.content import DiskContent, SyntheticContent
-from streambot.simulator.samples import SyntheticFile, add_content, disk_file, parse_size
+from streambot.simulator.samples import SyntheticFile, add_content, disk_file
 from streambot.simulator.telegram import SentMessage, SimBot, SimulatedTelegram, SimUser
 from streambot.simulator.world import World
+from streambot.units import parse_size
 
 RPC_KINDS = ("flood_wait", "rpc_error", "file_reference_expired", "file_migrate")
 WIRE_KINDS = ("rst", "blackhole", "stall", "drip")
