@@ -13,21 +13,22 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from routes import http_semantics as hs
 from routes import keys
+from routes.errors import REFUSED, Refusal, refusal_for
 from streambot import links
+from streambot.admission import Admitted, merge
 from streambot.catalog import FileInfo
-from streambot.errors import FileNotFound, LinkRevoked, ServiceBusy, StreamAborted
+from streambot.errors import StreamAborted
 from streambot.metrics import Metrics
 from streambot.streamer import StreamProgress
 from utils.stream_cleanup import RegistryFull, TrackedStream
 
 log = logging.getLogger(__name__)
-
-Admission = Callable[[web.Request, links.LinkClaims, FileInfo], Awaitable[None]]
 
 # Browsers revalidate (cheap 304 with the ETag) instead of reusing a copy blindly: links can be revoked.
 CACHE_CONTROL = "private, no-cache"
@@ -38,8 +39,17 @@ def plain(status: int, reason: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n", headers=headers)
 
 
-async def resolve(request: web.Request) -> tuple[links.LinkClaims, FileInfo] | web.Response:
-    """Verify the token and look the file up; an error answer if either fails.
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A link that verified, its file, and what admission learned (the owner to bill)."""
+
+    claims: links.LinkClaims
+    info: FileInfo
+    admitted: Admitted
+
+
+async def resolve(request: web.Request) -> Resolved | Refusal:
+    """Verify the token, look the file up and run admission; the refusal if any step says no.
 
     Shared by the download and watch routes so both give the same answers to bad links.
     """
@@ -47,23 +57,11 @@ async def resolve(request: web.Request) -> tuple[links.LinkClaims, FileInfo] | w
     token = request.match_info["token"]
     try:
         claims = links.verify(token, app[keys.LINK_SECRET], now=time.time())
-    except links.ExpiredLink:
-        return plain(410, "This link has expired.")
-    except links.InvalidLink:
-        return plain(403, "This link is not valid.")
-    try:
         info = await app[keys.CATALOG].info(claims.message_id)
-        for check in app[keys.ADMISSION]:
-            await check(request, claims, info)
-    except FileNotFound:
-        return plain(404, "This file is no longer available.")
-    except LinkRevoked:
-        return plain(410, "This link was revoked.")
-    except ServiceBusy as exc:
-        return plain(exc.status, str(exc), **{"Retry-After": str(max(1, round(exc.retry_after)))})
-    except StreamAborted:
-        return plain(502, "Telegram did not answer; try again shortly.", **{"Retry-After": "5"})
-    return claims, info
+        admitted = merge([await check.admit(claims.message_id) for check in app[keys.ADMISSION]])
+    except REFUSED as exc:
+        return refusal_for(exc)
+    return Resolved(claims, info, admitted)
 
 
 def representation(info: FileInfo) -> hs.Representation:
@@ -86,79 +84,138 @@ def _headers(info: FileInfo, rep: hs.Representation, attachment: bool) -> dict[s
 
 
 async def download(request: web.Request) -> web.StreamResponse:
+    """Answer a download: refused, answered by headers alone, one range, or multipart."""
     started = time.perf_counter()
     resolved = await resolve(request)
     metrics = request.app[keys.METRICS]
-    if isinstance(resolved, web.Response):
+    if isinstance(resolved, Refusal):
         _observe(metrics, started, resolved.status)
-        return resolved
-    _claims, info = resolved
+        return resolved.plain()
+    info = resolved.info
     rep = representation(info)
     settings = request.app[keys.SETTINGS]
     decision = hs.evaluate(request.method, request.headers, rep, max_ranges=settings.max_ranges)
     headers = _headers(info, rep, attachment=request.query.get("download") == "1")
+    if decision.status in (304, 412, 416):
+        _observe(metrics, started, decision.status)
+        return _answer_without_body(decision.status, info, rep, headers)
+    if decision.multipart:
+        return await _stream_multipart(request, resolved, decision, headers, started)
+    return await _stream_one(request, resolved, decision, headers, started)
 
-    if decision.status == 304:
-        _observe(metrics, started, 304)
+
+def _answer_without_body(
+    status: int, info: FileInfo, rep: hs.Representation, headers: dict[str, str]
+) -> web.Response:
+    """304, 412 and 416: the conditional or range evaluation already is the whole answer."""
+    if status == 304:
         return web.Response(
             status=304,
             headers={k: headers[k] for k in ("ETag", "Last-Modified", "Cache-Control")},
         )
-    if decision.status == 412:
-        _observe(metrics, started, 412)
+    if status == 412:
         return plain(412, "Precondition failed.", ETag=rep.etag)
-    if decision.status == 416:
-        _observe(metrics, started, 416)
-        return plain(
-            416,
-            "Requested range not satisfiable.",
-            **{"Content-Range": hs.unsatisfied_content_range(info.size), "ETag": rep.etag},
-        )
+    return plain(
+        416,
+        "Requested range not satisfiable.",
+        **{"Content-Range": hs.unsatisfied_content_range(info.size), "ETag": rep.etag},
+    )
 
+
+async def _stream_one(
+    request: web.Request,
+    resolved: Resolved,
+    decision: hs.Decision,
+    headers: dict[str, str],
+    started: float,
+) -> web.StreamResponse:
+    """200 for the whole file or 206 for one range: one part, its first block before headers."""
+    info = resolved.info
+    part: hs.ByteRange | None
     if decision.status == 200:
-        ranges = (hs.ByteRange(0, info.size - 1),) if info.size else ()
+        part = hs.ByteRange(0, info.size - 1) if info.size else None
         headers["Content-Length"] = str(info.size)
-    elif decision.multipart:
-        ranges = decision.ranges
-        layout = hs.multipart_layout(
-            ranges, info.size, info.mime_type, boundary=secrets.token_hex(12)
-        )
-        headers["Content-Type"] = layout.content_type
-        headers["Content-Length"] = str(layout.content_length)
     else:
-        ranges = decision.ranges
-        headers["Content-Range"] = ranges[0].content_range(info.size)
-        headers["Content-Length"] = str(ranges[0].length)
-
+        part = decision.ranges[0]
+        headers["Content-Range"] = part.content_range(info.size)
+        headers["Content-Length"] = str(part.length)
     response = web.StreamResponse(status=decision.status, headers=headers)
-    if request.method == "HEAD" or not ranges:
-        # HEAD never touches Telegram: everything it needs is in the file info.
+    if request.method == "HEAD" or part is None:
+        return await _headers_only(request, response, started)
+    whole = part
+
+    async def body(tracked: TrackedStream) -> None:
+        await _pump(request, response, info, whole, tracked, started=started)
+
+    return await _tracked(request, response, resolved, whole.start, whole.end, body, started)
+
+
+async def _stream_multipart(
+    request: web.Request,
+    resolved: Resolved,
+    decision: hs.Decision,
+    headers: dict[str, str],
+    started: float,
+) -> web.StreamResponse:
+    """206 multipart/byteranges: the length is known from the layout, so headers go first."""
+    info = resolved.info
+    ranges = decision.ranges
+    layout = hs.multipart_layout(ranges, info.size, info.mime_type, boundary=secrets.token_hex(12))
+    headers["Content-Type"] = layout.content_type
+    headers["Content-Length"] = str(layout.content_length)
+    response = web.StreamResponse(status=decision.status, headers=headers)
+    if request.method == "HEAD":
+        return await _headers_only(request, response, started)
+    metrics = request.app[keys.METRICS]
+
+    async def body(tracked: TrackedStream) -> None:
         await response.prepare(request)
         _observe(metrics, started, decision.status)
-        await response.write_eof()
-        return response
+        for header, part in layout.parts:
+            await _write(request, response, tracked, header)
+            await _pump(request, response, info, part, tracked)
+        await _write(request, response, tracked, layout.closing)
 
+    return await _tracked(
+        request, response, resolved, ranges[0].start, ranges[-1].end, body, started
+    )
+
+
+async def _headers_only(
+    request: web.Request, response: web.StreamResponse, started: float
+) -> web.StreamResponse:
+    """HEAD, or an empty file: everything is in the file info; Telegram is never asked."""
+    await response.prepare(request)
+    _observe(request.app[keys.METRICS], started, response.status)
+    await response.write_eof()
+    return response
+
+
+async def _tracked(
+    request: web.Request,
+    response: web.StreamResponse,
+    resolved: Resolved,
+    start: int,
+    end: int,
+    body: Callable[[TrackedStream], Awaitable[None]],
+    started: float,
+) -> web.StreamResponse:
+    """Run ``body`` as a tracked stream billed to the admitted owner; map how it can end."""
+    info = resolved.info
+    metrics = request.app[keys.METRICS]
     registry = request.app[keys.REGISTRY]
-    first = ranges[0]
     try:
         async with registry.track(
             message_id=info.message_id,
             file_name=info.name,
-            start=first.start,
-            end=ranges[-1].end,
+            start=start,
+            end=end,
             remote=request.remote or "",
+            owner_id=resolved.admitted.owner_id,
         ) as tracked:
             complete = False
             try:
-                if decision.multipart:
-                    await response.prepare(request)
-                    _observe(metrics, started, decision.status)
-                    for header, part in layout.parts:
-                        await _write(request, response, tracked, header)
-                        await _pump(request, response, info, part, tracked)
-                    await _write(request, response, tracked, layout.closing)
-                else:
-                    await _pump(request, response, info, first, tracked, started=started)
+                await body(tracked)
                 await response.write_eof()
                 complete = True
             finally:
@@ -167,16 +224,14 @@ async def download(request: web.Request) -> web.StreamResponse:
                     # client sees a failed transfer, never a short body that looks complete
                     # (and the connection is not reused with a half-sent body on it).
                     _abort(request)
-    except RegistryFull:
+    except RegistryFull as exc:
         metrics.count_error("registry_full")
-        return plain(
-            503, "Too many downloads right now; try again shortly.", **{"Retry-After": "10"}
-        )
+        return refusal_for(exc).plain()
     except _FirstBlockFailed as exc:
         log.warning("stream of message %s failed on its first block: %s", info.message_id, exc)
         metrics.count_error("first_block_failed")
         _observe(metrics, started, 502)
-        return plain(502, "Telegram did not answer; try again shortly.", **{"Retry-After": "5"})
+        return refusal_for(exc.cause).plain()
     except StreamAborted as exc:
         log.warning("stream of message %s aborted: %s", info.message_id, exc)
         metrics.count_error("stream_aborted")
@@ -211,6 +266,10 @@ async def _write(
 class _FirstBlockFailed(Exception):
     """The stream failed before any header was sent, so a clean error answer is still possible."""
 
+    def __init__(self, cause: StreamAborted) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
 
 async def _pump(
     request: web.Request,
@@ -224,7 +283,6 @@ async def _pump(
     """Write one range's bytes; prepares the response after the first block when ``started``."""
     app = request.app
     progress = StreamProgress()
-    tracked.extra["progress"] = progress
     agen: AsyncIterator[bytes | memoryview] = app[keys.STREAMER].stream(
         info, part.start, part.end, progress
     )
@@ -235,7 +293,7 @@ async def _pump(
             try:
                 chunk = await anext(agen)
             except StreamAborted as exc:
-                raise _FirstBlockFailed(str(exc)) from exc
+                raise _FirstBlockFailed(exc) from exc
             tracked.client = progress.client
             await response.prepare(request)
             _observe(app[keys.METRICS], started, response.status)

@@ -7,10 +7,9 @@ them to fill the application in.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from streambot.admission import Admission
 from streambot.catalog import Catalog
 from streambot.config import Settings
 from streambot.fleet import Fleet
@@ -40,6 +39,6 @@ STREAMER = web.AppKey("streamer", Streamer)
 REGISTRY = web.AppKey("registry", StreamRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 #: Admission checks run before a download starts (memory pressure, quotas); each may raise.
-ADMISSION: web.AppKey[list[Any]] = web.AppKey("admission")
+ADMISSION: web.AppKey[list[Admission]] = web.AppKey("admission")
 STARTED_AT = web.AppKey("started_at", float)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -41,6 +41,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from routes import download, keys
+from routes.errors import Refusal
 from streambot import links
 from streambot.catalog import FileInfo
 from streambot.units import human_size
@@ -54,15 +55,6 @@ MPV_ANDROID = "is.xyz.mpv"
 # A MIME type we are willing to put into an intent's ``type=`` field; anything else (the type
 # comes from the uploader's client via Telegram) is replaced by a generic one.
 _SAFE_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*/[A-Za-z0-9*][A-Za-z0-9.+-]*")
-
-_ERROR_HEADINGS = {
-    403: "Link not valid",
-    404: "File not available",
-    410: "Link no longer valid",
-    429: "Too many requests",
-    502: "Telegram did not answer",
-    503: "Busy right now",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +217,10 @@ def render_page(
     return templates.frame(title=name, content=content, nonce=nonce, script=True)
 
 
-def render_error(templates: Templates, status: int, reason: str, *, nonce: str) -> str:
-    heading = html.escape(_ERROR_HEADINGS.get(status, "Something went wrong"))
+def render_error(templates: Templates, refusal: Refusal, *, nonce: str) -> str:
+    heading = html.escape(refusal.heading)
     content = templates.error.substitute(
-        status=str(status), heading=heading, reason=html.escape(reason)
+        status=str(refusal.status), heading=heading, reason=html.escape(refusal.sentence)
     )
     return templates.frame(title=heading, content=content, nonce=nonce, script=False)
 
@@ -244,14 +236,12 @@ class WatchPage:
         nonce = secrets.token_urlsafe(18)
         headers = page_headers(nonce)
         resolved = await download.resolve(request)
-        if isinstance(resolved, web.Response):
+        if isinstance(resolved, Refusal):
             status = resolved.status
-            reason = (resolved.text or "").strip()
-            body = render_error(self._templates, status, reason, nonce=nonce)
-            if "Retry-After" in resolved.headers:
-                headers["Retry-After"] = resolved.headers["Retry-After"]
+            body = render_error(self._templates, resolved, nonce=nonce)
+            headers.update(resolved.headers)
         else:
-            _claims, info = resolved
+            info = resolved.info
             status = 200
             body = render_page(
                 self._templates,

@@ -236,15 +236,9 @@ async def create_app(
     app[keys.STARTED_AT] = services.started_at
     app[keys.SUPERVISOR] = supervisor
 
-    async def admit(request: web.Request, claims: Any, info: Any) -> None:
-        await guard.check(claims.message_id)
-
-    def count(stream: Any, sent: int) -> None:
-        bandwidth.count(stream.message_id, guard.owner_of(stream.message_id), sent)
-
     # Memory first: under memory pressure nothing else should even be looked at.
-    app[keys.ADMISSION] = [memory.admission, admit]
-    registry.listeners.append(count)
+    app[keys.ADMISSION] = [memory, guard]
+    registry.listeners.append(bandwidth.on_progress)
 
     if simulator is not None:
         app.cleanup_ctx.append(_simulator_ctx)

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
-from streambot.errors import ServiceBusy
+from streambot.errors import QuotaExceeded, ServiceBusy
 from streambot.event_wait import wait_set
 from streambot.store import Store
 from streambot.units import GB
@@ -24,6 +25,16 @@ from streambot.units import GB
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (day "YYYY-MM-DD", scope, key)
+
+
+class Billed(Protocol):
+    """A stream as accounting sees it: which file, and whose (resolved at admission)."""
+
+    @property
+    def message_id(self) -> int: ...
+
+    @property
+    def owner_id(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +98,10 @@ class Bandwidth:
         self.counted = 0
 
     # ------------------------------------------------------------------ counting
+    def on_progress(self, stream: Billed, n: int) -> None:
+        """Registry listener: bill ``n`` bytes just sent by ``stream`` to its file and owner."""
+        self.count(stream.message_id, stream.owner_id, n)
+
     def count(self, message_id: int, owner_id: int | None, n: int) -> None:
         """Count ``n`` bytes of ``message_id`` (owned by ``owner_id``) sent now."""
         if n <= 0:
@@ -172,7 +187,7 @@ class Bandwidth:
         return await self._persisted(scope, key, f, la) + self._pending_total(scope, key, f, la)
 
     async def check(self, owner_id: int | None) -> None:
-        """Raise ServiceBusy (503 global, 429 owner) when a new download would start over a limit."""
+        """Refuse a new download over a limit: ServiceBusy (the service's), QuotaExceeded (owner's)."""
         q, now = self.quotas, self._clock()
         if q.daily and await self.usage("global", "") >= q.daily:
             raise ServiceBusy(
@@ -188,10 +203,9 @@ class Bandwidth:
             and q.per_owner_daily
             and await self.usage("owner", str(owner_id)) >= q.per_owner_daily
         ):
-            raise ServiceBusy(
+            raise QuotaExceeded(
                 "The daily download limit for this file's owner is reached.",
                 seconds_until_next_day(now),
-                status=429,
             )
 
     async def cleanup(self, keep_days: int, *, batch_size: int = 1000) -> int:

@@ -1,9 +1,11 @@
-"""The application's error tree; routes translate these to HTTP statuses in one place.
+"""The application's error tree; routes translate these to HTTP statuses in one place
+(the table in ``routes/errors.py``).
 
 StreamBotError
 ├── FileNotFound          the stored message is gone or holds no file        -> 404
 ├── LinkRevoked           the file's links were revoked                      -> 410
-├── ServiceBusy           overload, memory pressure, quota                   -> 503/429 + Retry-After
+├── ServiceBusy           overload, memory pressure, the service's quota     -> 503 + Retry-After
+├── QuotaExceeded         the file owner's daily quota is used up            -> 429 + Retry-After
 └── StreamAborted         the bytes cannot continue mid-response             -> connection aborted
 
 UnreadableAnswer is a ConnectionError instead: junk where a Telegram answer should be is handled
@@ -51,15 +53,19 @@ class LinkRevoked(StreamBotError):
 
 
 class ServiceBusy(StreamBotError):
-    """The service refuses new work for now; ``retry_after`` is in seconds.
+    """The whole service refuses new work for now (memory, its own quota); ``retry_after`` in s."""
 
-    ``status`` is 503 for the whole service (memory, global quota) and 429 for one requester's quota.
-    """
-
-    def __init__(self, message: str, retry_after: float = 30.0, *, status: int = 503) -> None:
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-        self.status = status
+
+
+class QuotaExceeded(StreamBotError):
+    """One owner's quota is used up; other owners' files still download. ``retry_after`` in s."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StreamAborted(StreamBotError):

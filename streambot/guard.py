@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streambot.admission import Admitted
 from streambot.bandwidth import Bandwidth
 from streambot.cache import BoundedTTLCache
 from streambot.errors import LinkRevoked
@@ -26,7 +27,7 @@ class FileFacts:
 
 
 class LinkGuard:
-    """Admission check for downloads plus the owner lookup bandwidth accounting needs."""
+    """Admission check for downloads: revocation and quota, and the owner to bill."""
 
     def __init__(
         self,
@@ -55,16 +56,20 @@ class LinkGuard:
         self._facts.put(message_id, facts)
         return facts
 
-    def owner_of(self, message_id: int) -> int | None:
-        """The owner as last looked up (downloads always look it up before streaming)."""
-        cached = self._facts.peek(message_id)
-        return cached.owner_id if cached else None
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._facts
 
     def forget(self, message_id: int) -> None:
         self._facts.pop(message_id)
 
-    async def check(self, message_id: int) -> None:
+    async def admit(self, message_id: int) -> Admitted:
+        """Refuse a revoked file or one whose owner is over quota; else name the owner.
+
+        The owner goes with the stream (``Admitted``), so its bytes are billed to the owner
+        even after this cache has long forgotten the message.
+        """
         facts = await self.facts(message_id)
         if facts.revoked:
             raise LinkRevoked(f"message {message_id} was revoked")
         await self._bandwidth.check(facts.owner_id)
+        return Admitted(facts.owner_id)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from routes.errors import refusal_for
 from streambot.errors import ServiceBusy
 from utils.memory_manager import (
     GC_MIN_INTERVAL,
@@ -128,24 +129,24 @@ class TestShedding:
     async def test_critical_sheds_until_below_warning(self) -> None:
         """At critical new downloads get 503 + Retry-After; at warning still; below warning never."""
         manager, process = make(rss_mb=50, retry_after=42)
-        await manager.admission(None, None, None)  # ok: admitted
+        await manager.admit(1)  # ok: admitted
         process.rss = 96 * MIB
         with pytest.raises(ServiceBusy) as exc:
-            await manager.admission(None, None, None)
-        assert exc.value.status == 503
+            await manager.admit(1)
+        assert refusal_for(exc.value).status == 503
         assert exc.value.retry_after == 42
         process.rss = 85 * MIB  # fell to warning: hysteresis keeps shedding
         with pytest.raises(ServiceBusy):
-            await manager.admission(None, None, None)
+            await manager.admit(1)
         process.rss = int(79.5 * MIB)
-        await manager.admission(None, None, None)
+        await manager.admit(1)
         assert manager.shedding is False
         assert manager.shed_requests == 2
 
     async def test_warning_alone_does_not_shed(self) -> None:
         """Rising to the warning level (not critical) admits downloads."""
         manager, _ = make(rss_mb=90)
-        await manager.admission(None, None, None)
+        await manager.admit(1)
         assert manager.shedding is False
 
     async def test_admins_told_and_log_written_once_per_incident(
@@ -157,7 +158,7 @@ class TestShedding:
         caplog.set_level(logging.WARNING, logger="utils.memory_manager")
         for _ in range(5):
             with pytest.raises(ServiceBusy):
-                await manager.admission(None, None, None)
+                await manager.admit(1)
         await manager.close()
         assert len(alerts.texts) == 1
         assert "Memory critical" in alerts.texts[0]
@@ -186,7 +187,7 @@ class TestShedding:
 
         manager, _ = make(rss_mb=99, notify=broken)
         with pytest.raises(ServiceBusy):
-            await manager.admission(None, None, None)
+            await manager.admit(1)
         await manager.close()
         assert any("memory alert to admins failed" in r.getMessage() for r in caplog.records)
 

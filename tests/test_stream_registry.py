@@ -54,9 +54,8 @@ async def test_sweep_cancels_only_streams_without_recent_progress() -> None:
     release = asyncio.Event()
 
     async def serve(entered: asyncio.Event, n: int) -> None:
-        async with track(registry, n) as stream:
+        async with track(registry, n):
             entered.set()
-            stream.extra["self"] = stream
             await release.wait()
 
     stalled = asyncio.create_task(serve(stalled_in, 1))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psutil
 
+from streambot.admission import Admitted
 from streambot.errors import ServiceBusy
 from streambot.notify import Notify
 from streambot.units import MIB
@@ -235,7 +236,7 @@ class MemoryManager:
             )
         return level
 
-    async def admission(self, request: Any, claims: Any, info: Any) -> None:
+    async def admit(self, message_id: int) -> Admitted:
         """Admission check of new downloads: raise ``ServiceBusy`` (503) while shedding.
 
         Reads RSS on every call (one /proc read): a scheduled check alone would notice a spike
@@ -245,10 +246,9 @@ class MemoryManager:
         if self.shedding:
             self.shed_requests += 1
             raise ServiceBusy(
-                "The server is low on memory; please try again shortly.",
-                self.retry_after,
-                status=503,
+                "The server is low on memory; please try again shortly.", self.retry_after
             )
+        return Admitted()
 
     async def check(self) -> MemoryLevel:
         """The scheduled check: evaluate the level, and collect garbage above the GC threshold."""

@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streambot.event_wait import wait_set
@@ -28,6 +28,12 @@ class RegistryFull(Exception):
 
 @dataclass(eq=False, slots=True)
 class TrackedStream:
+    """One response streaming bytes, with the facts about it that were settled at admission.
+
+    ``owner_id`` is whose quota the bytes count against, resolved once by admission: billing
+    never has to look it up again mid-stream, when a bounded cache may have dropped it.
+    """
+
     id: int
     message_id: int
     file_name: str
@@ -37,10 +43,10 @@ class TrackedStream:
     started: float
     last_progress: float
     task: asyncio.Task[Any] | None
+    owner_id: int | None = None
     client: str = ""
     bytes_sent: int = 0
     cancelled_by_sweep: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -70,7 +76,14 @@ class StreamRegistry:
 
     @contextlib.asynccontextmanager
     async def track(
-        self, *, message_id: int, file_name: str, start: int, end: int, remote: str
+        self,
+        *,
+        message_id: int,
+        file_name: str,
+        start: int,
+        end: int,
+        remote: str,
+        owner_id: int | None = None,
     ) -> AsyncIterator[TrackedStream]:
         """Register the current task's stream for the duration of the block."""
         if len(self._streams) >= self.limit:
@@ -86,6 +99,7 @@ class StreamRegistry:
             started=now,
             last_progress=now,
             task=asyncio.current_task(),
+            owner_id=owner_id,
         )
         self._streams[stream.id] = stream
         self._idle.clear()
