@@ -14,6 +14,7 @@ last line ("<<< Shutdown") is written last.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from routes import api, download, keys, player
+from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.ratelimit import LinkRateLimiter
@@ -36,7 +38,7 @@ from streambot.notify import AdminNotifier
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.store import Store
 from streambot.streamer import Streamer, StreamerConfig
-from streambot.supervisor import Backoff, Supervisor
+from streambot.supervisor import Supervisor
 from streambot.units import KIB, MIB
 from utils.cleanup_scheduler import CleanupScheduler, standard_jobs
 from utils.memory_manager import CacheRow, MemoryManager, ReportSources
@@ -89,11 +91,17 @@ async def create_app(
     link_secret: bytes,
     simulator: SimulatedTelegram | None = None,
     log_filter: SmartLogFilter | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
 ) -> web.Application:
     """Build the whole application. With ``simulator`` every Telegram client talks to it.
 
     ``log_filter`` is the rate limiter on the log handler (its size shows in /memory); by default
     the one ``__main__.configure_logging`` installed on a root handler, if any.
+
+    ``clock`` and ``sleep`` are the time of the fleet's cooldowns and of every retry wait
+    (streamer, supervisor): tests pass a virtual time whose sleep advances its clock, so a
+    FloodWait is waited out without spending real seconds.
     """
     app = web.Application(client_max_size=1024)
     fleet = Fleet.build(
@@ -103,6 +111,7 @@ async def create_app(
         worker_tokens=settings.worker_tokens,
         session_dir=settings.data_dir / "sessions",
         workers=settings.workers,
+        clock=clock,
     )
     metrics = Metrics()
     registry = StreamRegistry(limit=settings.max_streams)
@@ -129,6 +138,7 @@ async def create_app(
         ),
         on_request=metrics.count_request,
         on_error=metrics.count_error,
+        sleep=sleep,
     )
     store = Store(settings.database_file)  # opened by _store_ctx
     bandwidth = Bandwidth(
@@ -175,10 +185,26 @@ async def create_app(
         notify=notify,
         registry=registry,
         span=memlog.task,
+        clock=clock,
+        sleep=sleep,
     )
     scheduler = CleanupScheduler(
         misfire_grace=settings.job_misfire_grace_seconds,
         shutdown_timeout=settings.scheduler_shutdown_seconds,
+    )
+    started_at = time.time()
+    limiter = LinkRateLimiter(
+        settings.links_per_user_per_hour, max_users=settings.cache_rate_limit_users
+    )
+    if log_filter is None:
+        log_filter = installed_log_filter()
+    caches = Caches(catalog, limiter, guard, log_filter)
+    sources = ReportSources(
+        fleet=fleet,
+        started_at=started_at,
+        active_streams=lambda: len(registry),
+        caches=caches.rows,
+        jobs=scheduler.jobs,
     )
     services = Services(
         settings=settings,
@@ -198,9 +224,9 @@ async def create_app(
                 store=store,
                 guard=guard,
                 bandwidth=bandwidth,
-                limiter=LinkRateLimiter(
-                    settings.links_per_user_per_hour, max_users=settings.cache_rate_limit_users
-                ),
+                memory_report=lambda: memory.report(sources),
+                stats_report=lambda: stats_report(fleet, registry),
+                limiter=limiter,
                 link_ttl_seconds=round(settings.link_ttl_hours * 3600),
             )
         ),
@@ -213,17 +239,9 @@ async def create_app(
         supervisor=supervisor,
         scheduler=scheduler,
         simulator=simulator,
-        log_filter=log_filter if log_filter is not None else installed_log_filter(),
+        log_filter=log_filter,
+        started_at=started_at,
     )
-    sources = ReportSources(
-        fleet=fleet,
-        started_at=services.started_at,
-        active_streams=lambda: len(registry),
-        caches=lambda: cache_rows(services),
-        jobs=scheduler.jobs,
-    )
-    services.bot.ctx.memory_report = lambda: memory.report(sources)
-    services.bot.ctx.stats_report = lambda: stats_report(services)
 
     app[SERVICES] = services
     app[keys.SETTINGS] = settings
@@ -259,17 +277,26 @@ async def create_app(
     return app
 
 
-def cache_rows(services: Services) -> list[CacheRow]:
-    """Each bounded cache that exists in this process with the bound it enforces, for /memory."""
-    info = services.catalog.info_cache
-    rows = [CacheRow("File info", len(info), info.limit)]
-    limiter = services.bot.ctx.limiter
-    rows.append(CacheRow("Rate limits", len(limiter), limiter.max_users))
-    rows.append(CacheRow("Link facts", len(services.guard), services.guard.limit))
-    if services.log_filter is not None:
-        smart = services.log_filter
-        rows.append(CacheRow("Logger keys", smart.size, smart.max_keys))
-    return rows
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """Each bounded cache that exists in this process, for the /memory report."""
+
+    catalog: Catalog
+    limiter: LinkRateLimiter
+    guard: LinkGuard
+    log_filter: SmartLogFilter | None
+
+    def rows(self) -> list[CacheRow]:
+        """Each cache with its size and the bound it enforces."""
+        info = self.catalog.info_cache
+        rows = [
+            CacheRow("File info", len(info), info.limit),
+            CacheRow("Rate limits", len(self.limiter), self.limiter.max_users),
+            CacheRow("Link facts", len(self.guard), self.guard.limit),
+        ]
+        if self.log_filter is not None:
+            rows.append(CacheRow("Logger keys", self.log_filter.size, self.log_filter.max_keys))
+        return rows
 
 
 def installed_log_filter() -> SmartLogFilter | None:
@@ -425,9 +452,8 @@ async def _on_shutdown(app: web.Application) -> None:
         log.info("shutdown: cut %d stream(s) still running after %.0fs", cut, grace)
 
 
-async def stats_report(services: Services) -> str:
+async def stats_report(fleet: Fleet, registry: StreamRegistry) -> str:
     """The streams-and-fleet part of /stats (bandwidth usage is added by the bot)."""
-    fleet, registry = services.fleet, services.registry
     lines = [
         f"Active streams: {len(registry)} (completed since start: {registry.completed})",
         f"Clients: {fleet.healthy_count()}/{len(fleet.clients)} healthy",

@@ -33,6 +33,7 @@ from pyrogram.errors import (
 )
 from pyrogram.session import Session
 
+from streambot.backoff import Backoff, Sleep
 from streambot.blocks import Block, ShortRead, plan_blocks, trim
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog, FileInfo, FileLocation
@@ -156,13 +157,24 @@ class Streamer:
         *,
         on_request: Callable[[str, str], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """``sleep`` does every wait (FloodWait in place, network retries, no client free), so
+        tests inject one that records the waits instead of spending them."""
         self._fleet = fleet
         self._catalog = catalog
         self._budget = budget
         self.config = config
         self._on_request = on_request or (lambda method, client: None)
         self._on_error = on_error or (lambda kind: None)
+        self._sleep = sleep
+        # Network retries of one block: base, 2x base, ... (no jitter: one stream's retries
+        # are not synchronised with anyone's), never longer than a stream may wait at all.
+        self._retry_backoff = Backoff(
+            config.retry_base_delay,
+            maximum=max(config.retry_base_delay, config.max_wait),
+            jitter=0.0,
+        )
         # pyrogram's get_session is not safe against concurrent first calls for one DC (each
         # caller would create, start and leak its own session), so concurrent callers share one
         # call per client and DC. Bounded: fleet size times Telegram's five DCs, and only while
@@ -304,7 +316,7 @@ class Streamer:
                     self._on_error("no_client")
                     raise StreamAborted("no Telegram client can serve this file now") from exc
                 log.info("no client free for message %s; waiting %.1fs", info.message_id, delay)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 waited += delay
 
     async def _prepare(self, attempt: _Attempt, message_id: int, *, refresh: bool = False) -> None:
@@ -361,7 +373,6 @@ class Streamer:
         request = raw.functions.upload.GetFile(
             location=location.location, offset=block.offset, limit=block.limit
         )
-        delay = cfg.retry_base_delay
         failures = 0
         while True:
             self._on_request("upload.GetFile", fc.name)
@@ -382,7 +393,7 @@ class Streamer:
                     raise
                 self._on_error("flood_wait_short")
                 log.info("%s: FloodWait %ss on GetFile; waiting in place", fc.name, seconds)
-                await asyncio.sleep(seconds)
+                await self._sleep(seconds)
                 continue
             except OSError:
                 # Includes pyrogram's "Failed to invoke" TimeoutError after a dropped answer.
@@ -390,8 +401,7 @@ class Streamer:
                 failures += 1
                 if failures > cfg.retries:
                     raise
-                await asyncio.sleep(delay)
-                delay *= 2
+                await self._sleep(self._retry_backoff.delay(failures))
                 continue
             if not isinstance(result, raw.types.upload.File):
                 raise StreamAborted(f"unexpected GetFile answer {type(result).__name__}")

@@ -34,7 +34,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,13 +43,13 @@ import pyrogram
 from pyrogram import raw
 from pyrogram.errors import RPCError
 
+from streambot.backoff import Backoff, Sleep
 from streambot.event_wait import wait_set
 from streambot.fleet import ClientState, Fleet, FleetClient, FleetError
 from streambot.notify import Notify
 
 log = logging.getLogger(__name__)
 
-Sleep = Callable[[float], Awaitable[None]]
 #: Marks a span in the memory log (``MemoryLog.task``); core modules do not import ``utils``.
 Span = Callable[[str], AbstractAsyncContextManager[Any]]
 
@@ -62,40 +62,6 @@ class StreamSource(Protocol):
 
 class HealthCheckFailed(Exception):
     """A client did not answer its health check; the message says how."""
-
-
-class Backoff:
-    """Exponential backoff: ``delay(n)`` is pure (tests use ``jitter=0``); sleeping is the caller's.
-
-    ``delay(1) == base``, then times ``factor`` per attempt, capped at ``maximum``, and spread by
-    up to ``±jitter`` (a fraction) so clients that failed together do not retry in lockstep.
-    """
-
-    def __init__(
-        self,
-        base: float,
-        *,
-        factor: float = 2.0,
-        maximum: float = 300.0,
-        jitter: float = 0.1,
-        rng: random.Random | None = None,
-    ) -> None:
-        if base < 0 or factor < 1 or maximum < base or not 0 <= jitter < 1:
-            raise ValueError("need base >= 0, factor >= 1, maximum >= base, 0 <= jitter < 1")
-        self.base = base
-        self.factor = factor
-        self.maximum = maximum
-        self.jitter = jitter
-        self._rng = rng or random.Random()
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt number ``attempt`` (1-based)."""
-        if attempt < 1:
-            raise ValueError(f"attempt is 1-based, got {attempt}")
-        value = min(self.maximum, self.base * self.factor ** (attempt - 1))
-        if self.jitter:
-            value *= 1 + self._rng.uniform(-self.jitter, self.jitter)
-        return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,8 @@
-"""A time source for tests: it moves only when the test moves it, so no test sleeps for time."""
+"""Time sources for tests: they move only when the test (or a virtual sleep) moves them."""
 
 from __future__ import annotations
+
+import asyncio
 
 
 class ManualClock:
@@ -11,3 +13,20 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class VirtualTime(ManualClock):
+    """A clock plus a ``sleep`` that advances it at once and records every wait.
+
+    Given to ``create_app(clock=..., sleep=...)``, a FloodWait of N seconds is waited out in no
+    real time, and the test reads exactly which waits the code asked for in ``slept``.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        super().__init__(now)
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # still a suspension point, as the real sleep is

@@ -17,6 +17,8 @@ from streambot.app import SERVICES, Services, create_app
 from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
+from .clock import VirtualTime
+
 LINK_SECRET = b"test-link-secret-0123456789abcdef"
 
 # Properties assert results, not speed (bench/ measures speed): a slow or busy CI machine
@@ -53,14 +55,20 @@ def world() -> World:
 
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
-    """Start the application on a world; keyword arguments override settings."""
+    """Start the application on a world; keyword arguments override settings.
+
+    ``time=VirtualTime()`` runs the fleet's cooldowns and every retry wait on virtual time.
+    """
     running: list[Running] = []
 
-    async def start(world: World, **overrides: Any) -> Running:
+    async def start(world: World, *, time: VirtualTime | None = None, **overrides: Any) -> Running:
         data_dir = tmp_path / f"data{len(running)}"
         settings = world_settings(Settings(), world, data_dir=data_dir)
         settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
-        app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
+        timing: dict[str, Any] = {"clock": time, "sleep": time.sleep} if time else {}
+        app = await create_app(
+            settings, link_secret=LINK_SECRET, simulator=world.telegram, **timing
+        )
         client = TestClient(TestServer(app))
         await client.start_server()
         r = Running(app, client, world, settings)

@@ -180,6 +180,22 @@ async def test_copy_errors_are_told_in_one_sentence(world: World, start_app: Sta
     assert "Download: " in ok
 
 
+async def test_issue_11_copy_answered_without_a_message_is_told_not_crashed(
+    world: World, start_app: StartApp
+) -> None:
+    """Telegram accepting the copy but returning no message gets a clear reply, then works again."""
+    app = await start_app(world)
+    user = world.telegram.add_user("Oscar")
+    world.telegram.inject("messages.SendMedia", kind="no_message")
+    f = world.telegram.add_file(SyntheticContent(100, seed=1), name="a.bin")
+    (reply,) = await say(app, user, file=f)
+    assert reply == "Telegram did not confirm storing your file; please send it again."
+    assert await app.services.store.count_files(user.user_id) == 0
+    (ok,) = await say(app, user, file=f)
+    assert "Download: " in ok
+    assert await app.services.store.count_files(user.user_id) == 1
+
+
 async def test_revoke_by_command_then_http_410(world: World, start_app: StartApp) -> None:
     """/revoke <link> by the owner makes the link answer 410; others cannot revoke it."""
     app = await start_app(world)

@@ -19,6 +19,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
 from streambot.units import MIB
 
+from .clock import VirtualTime
 from .conftest import Running, StartApp
 from .test_download import (
     SMALL_BLOCKS,
@@ -268,11 +269,13 @@ async def test_long_floodwait_moves_stream_to_another_client(start_app: StartApp
 
 async def test_short_floodwait_is_waited_out_in_place(world: World, start_app: StartApp) -> None:
     """A FloodWait within STREAM_FLOOD_SLEEP_SECONDS is slept through on the same client."""
-    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=2.0)
+    time = VirtualTime()
+    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=2.0, time=time)
     await app.client.head(path)
     before = world.telegram.count("channels.GetMessages")
     world.telegram.flood_wait(1, skip=5)
     await get_exact(app, path)
+    assert time.slept == [1.0]  # waited out in place, in virtual seconds
     assert not app.services.fleet.in_cooldown(client(app, 0))
     assert world.telegram.count("channels.GetMessages") == before  # no failover, no refresh
     assert max(c.offset or 0 for c in world.telegram.getfile_calls()) == (BLOCKS - 1) * BLOCK
@@ -282,9 +285,12 @@ async def test_long_floodwait_with_one_client_waits_then_resumes(
     world: World, start_app: StartApp
 ) -> None:
     """With no other client, a FloodWait over the threshold is waited out and the body completes."""
-    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=0.5)
+    time = VirtualTime()
+    app, path = await start_with_file(world, start_app, stream_flood_sleep_seconds=0.5, time=time)
     world.telegram.flood_wait(1, skip=5)
     await get_exact(app, path)
+    # The client cooled down for the FloodWait; the stream waited for it, not in place.
+    assert sum(time.slept) == pytest.approx(1.0, abs=0.06)
     assert quiescent(app)
 
 
@@ -299,9 +305,13 @@ async def test_floodwait_beyond_max_wait_aborts(world: World, start_app: StartAp
 @pytest.mark.parametrize("kind", ["drop", "oserror"])
 async def test_network_errors_are_retried(world: World, start_app: StartApp, kind: str) -> None:
     """A dropped answer or a connection reset mid-body is retried and the body is byte-exact."""
-    app, path = await start_with_file(world, start_app)
+    time = VirtualTime()
+    app, path = await start_with_file(world, start_app, time=time)
     world.telegram.inject("upload.GetFile", kind=kind, skip=5, times=2)  # type: ignore[arg-type]
     await get_exact(app, path)
+    # The shared Backoff, per block: base, then doubled; with prefetch the two faults may hit
+    # two blocks in flight (each waits the base) or one block twice.
+    assert time.slept in ([0.25, 0.25], [0.25, 0.5])
     assert quiescent(app)
 
 

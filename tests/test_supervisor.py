@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from streambot.backoff import Backoff
 from streambot.fleet import ClientState
 from streambot.simulator import SyntheticContent
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World, build_world
-from streambot.supervisor import Backoff, Supervisor
+from streambot.supervisor import Supervisor
 
 from .clock import ManualClock
 from .conftest import Running, StartApp

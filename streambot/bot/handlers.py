@@ -54,21 +54,21 @@ class Links:
 
 @dataclass(slots=True)
 class BotContext:
-    """Everything the handlers need, passed in explicitly."""
+    """Everything the handlers need, passed in explicitly and whole (nothing is filled in later)."""
 
     bin_channel: int
     base_url: str
     link_secret: bytes
     admins: frozenset[int]
     allowed_users: frozenset[int]
-    store: Store | None = None
-    guard: LinkGuard | None = None
-    bandwidth: Bandwidth | None = None
+    store: Store
+    guard: LinkGuard
+    bandwidth: Bandwidth
+    #: /memory text (the memory manager provides it) and the fleet/streams part of /stats.
+    memory_report: Callable[[], Awaitable[str]]
+    stats_report: Callable[[], Awaitable[str]]
     limiter: LinkRateLimiter = field(default_factory=lambda: LinkRateLimiter(0))
     link_ttl_seconds: int = 0
-    #: /memory text (the memory manager provides it) and the fleet/streams part of /stats.
-    memory_report: Callable[[], Awaitable[str]] | None = None
-    stats_report: Callable[[], Awaitable[str]] | None = None
     clock: Callable[[], float] = time.time
 
     def make_links(self, message_id: int, name: str) -> Links:
@@ -166,8 +166,8 @@ class BotHandlers:
             limits.append(f"{self.ctx.limiter.per_hour} new links per hour")
         if self.ctx.link_ttl_seconds:
             limits.append(f"links expire after {self.ctx.link_ttl_seconds // 3600} h")
-        quotas = self.ctx.bandwidth.quotas if self.ctx.bandwidth else None
-        if quotas and quotas.per_owner_daily:
+        quotas = self.ctx.bandwidth.quotas
+        if quotas.per_owner_daily:
             limits.append(f"{gb_text(quotas.per_owner_daily)} of downloads per day of your files")
         if limits:
             lines.append("Limits: " + "; ".join(limits) + ".")
@@ -178,12 +178,10 @@ class BotHandlers:
     async def _refuse_if_blocked(self, message: types.Message) -> bool:
         """Answer banned or not-allowed users once, clearly; True if the message is refused."""
         user_id = _user_id(message)
-        store = self.ctx.store
         banned = (
             user_id is not None
-            and store is not None
             and not self.ctx.is_admin(user_id)
-            and await store.is_banned(user_id)
+            and await self.ctx.store.is_banned(user_id)
         )
         if banned:
             await message.reply_text("You are banned from using this bot.")
@@ -226,40 +224,33 @@ class BotHandlers:
     async def cmd_memory(self, message: types.Message, args: list[str]) -> None:
         if await self._admin_only(message, "memory"):
             return
-        report = self.ctx.memory_report
-        if report is None:
-            await message.reply_text("No memory report available.")
-            return
-        text = await report()
+        text = await self.ctx.memory_report()
         # Monospace keeps the report's columns aligned on every Telegram client.
         await message.reply_text(text, entities=[preformatted(text)])
 
     async def cmd_stats(self, message: types.Message, args: list[str]) -> None:
         if await self._admin_only(message, "stats"):
             return
-        lines = []
-        if self.ctx.stats_report:
-            lines.append(await self.ctx.stats_report())
+        lines = [await self.ctx.stats_report()]
         bw = self.ctx.bandwidth
-        if bw:
-            q = bw.quotas
-            today = await bw.usage("global", "")
-            month = await bw.usage("global", "", period="month")
-            lines.append(
-                f"Served today: {gb_text(today)}"
-                + (f" of {gb_text(q.daily)}" if q.daily else " (no limit)")
-            )
-            lines.append(
-                f"Served this month: {gb_text(month)}"
-                + (f" of {gb_text(q.monthly)}" if q.monthly else " (no limit)")
-            )
-            if q.per_owner_daily:
-                lines.append(f"Per-owner daily limit: {gb_text(q.per_owner_daily)}")
-        await message.reply_text("\n".join(lines) or "No statistics available.")
+        q = bw.quotas
+        today = await bw.usage("global", "")
+        month = await bw.usage("global", "", period="month")
+        lines.append(
+            f"Served today: {gb_text(today)}"
+            + (f" of {gb_text(q.daily)}" if q.daily else " (no limit)")
+        )
+        lines.append(
+            f"Served this month: {gb_text(month)}"
+            + (f" of {gb_text(q.monthly)}" if q.monthly else " (no limit)")
+        )
+        if q.per_owner_daily:
+            lines.append(f"Per-owner daily limit: {gb_text(q.per_owner_daily)}")
+        await message.reply_text("\n".join(lines))
 
     async def cmd_usage(self, message: types.Message, args: list[str]) -> None:
         bw, user_id = self.ctx.bandwidth, _user_id(message)
-        if bw is None or user_id is None:
+        if user_id is None:
             await message.reply_text("Usage accounting is not enabled.")
             return
         used = await bw.usage("owner", str(user_id))
@@ -282,9 +273,6 @@ class BotHandlers:
             await message.reply_text(f"Usage: /{command} USER_ID, e.g. /{command} 123456789")
             return
         target = int(args[0])
-        if self.ctx.store is None:
-            await message.reply_text("Bans need the database, which is not available.")
-            return
         if ban:
             if self.ctx.is_admin(target):
                 await message.reply_text("Admins cannot be banned.")
@@ -306,8 +294,6 @@ class BotHandlers:
         self, user_id: int, page: int
     ) -> tuple[str, types.InlineKeyboardMarkup | None]:
         store = self.ctx.store
-        if store is None:
-            return "File history needs the database, which is not available.", None
         total = await store.count_files(user_id)
         if not total:
             return "You have not shared any files yet. Send me one!", None
@@ -341,14 +327,11 @@ class BotHandlers:
 
     async def _revoke(self, user_id: int, message_id: int) -> str:
         store = self.ctx.store
-        if store is None:
-            return "Revocation needs the database, which is not available."
         stored = await store.file_by_message(message_id)
         if not self.ctx.is_admin(user_id) and (stored is None or stored.owner_id != user_id):
             return "You can only revoke links to your own files."
         changed = await store.revoke(message_id, by=user_id)
-        if self.ctx.guard:
-            self.ctx.guard.forget(message_id)
+        self.ctx.guard.forget(message_id)
         name = stored.name if stored else f"message {message_id}"
         return f"Links to {name} are {'now' if changed else 'already'} revoked."
 
@@ -395,8 +378,8 @@ class BotHandlers:
         found = media_of(message)
         unique_id = found[1].file_unique_id if found else ""
         store = self.ctx.store
-        existing = await store.find_file(user_id, unique_id) if store and unique_id else None
-        if existing is not None and not (store and await store.is_revoked(existing.message_id)):
+        existing = await store.find_file(user_id, unique_id) if unique_id else None
+        if existing is not None and not await store.is_revoked(existing.message_id):
             await self._reply_links(message, existing.message_id, existing.name, existing.size)
             return
         if not self.ctx.is_admin(user_id):
@@ -419,28 +402,35 @@ class BotHandlers:
             log.error("copying to storage failed: %s", exc.ID)
             await message.reply_text(_copy_error_text(exc.ID))
             return
+        if stored is None:
+            # Telegram accepted the copy but its answer carried no message: there is nothing
+            # to link to, and the user must not be left waiting for a reply.
+            log.warning("copying to storage returned no message")
+            await message.reply_text(
+                "Telegram did not confirm storing your file; please send it again."
+            )
+            return
         try:
             info, _ = describe(stored)
         except FileNotFound:
             await message.reply_text("That message holds no file I can link to.")
             return
         self.ctx.limiter.record(user_id)
-        if store is not None:
-            saved = await store.add_file(
-                StoredFile(
-                    owner_id=user_id,
-                    message_id=stored.id,
-                    unique_id=info.unique_id,
-                    name=info.name,
-                    size=info.size,
-                    mime_type=info.mime_type,
-                    created_at=self.ctx.clock(),
-                )
+        saved = await store.add_file(
+            StoredFile(
+                owner_id=user_id,
+                message_id=stored.id,
+                unique_id=info.unique_id,
+                name=info.name,
+                size=info.size,
+                mime_type=info.mime_type,
+                created_at=self.ctx.clock(),
             )
-            if saved.message_id != stored.id:
-                # A concurrent copy of the same file won the race: reuse its message.
-                await self._reply_links(message, saved.message_id, saved.name, saved.size)
-                return
+        )
+        if saved.message_id != stored.id:
+            # A concurrent copy of the same file won the race: reuse its message.
+            await self._reply_links(message, saved.message_id, saved.name, saved.size)
+            return
         await self._reply_links(message, stored.id, info.name, info.size)
 
     async def _reply_links(

@@ -40,7 +40,9 @@ MEDIA_KINDS: tuple[MediaKind, ...] = (
     "voice",
     "video_note",
 )
-FaultKind = Literal["rpc", "oserror", "drop"]
+#: "no_message": the request succeeds but the answer carries no new message (an empty
+#: ``Updates``), as Telegram may answer a send; pyrogram's send/copy then returns None.
+FaultKind = Literal["rpc", "oserror", "drop", "no_message"]
 
 
 def wire(obj: TLObject) -> Any:
@@ -529,7 +531,8 @@ class SimulatedTelegram:
         try:
             if self.rtt:
                 await asyncio.sleep(self.rtt)
-            self._apply_faults(name, bot, query, session.dc_id)
+            if self._apply_faults(name, bot, query, session.dc_id):
+                return wire(raw.types.Updates(updates=[], users=[], chats=[], date=0, seq=0))
             handler: Callable[..., Any] | None = getattr(self, "on_" + name.replace(".", "_"), None)
             if handler is None:
                 self._err(query, 400, "METHOD_NOT_SIMULATED")
@@ -548,7 +551,8 @@ class SimulatedTelegram:
 
     def _apply_faults(
         self, name: str, bot: SimBot | None, query: TLObject, dc_id: int | None = None
-    ) -> None:
+    ) -> bool:
+        """Raise the first matching fault; True if it says "answer with no message"."""
         for fault in self.faults:
             if fault.method != name or (fault.times is not None and fault.times <= 0):
                 continue
@@ -569,7 +573,10 @@ class SimulatedTelegram:
                 raise ConnectionResetError("injected network error")
             if fault.kind == "drop":
                 raise TimeoutError("Request timed out")  # what Session.send raises on no answer
+            if fault.kind == "no_message":
+                return True
             self._err(query, fault.code, fault.message)
+        return False
 
     @staticmethod
     def _err(query: TLObject, code: int, message: str) -> None:
