@@ -1,110 +1,52 @@
-"""SQLite persistence for StreamBot: bans, stored files, link revocations and bandwidth.
+"""The store: StreamBot's durable shared state behind one interface, with two engines.
 
-The bot and the HTTP server live on one asyncio loop, and a slow disk must never stall
-streaming. So every sqlite3 call runs on a single worker thread owned by the Store: that
-thread creates the only connection (``check_same_thread`` stays on, so a stray call from
-any other thread fails loudly instead of corrupting state) and, having one worker,
-serializes all statements without any extra locking.
+* SQLite (:class:`streambot.sqlite_store.SqliteStore`) is the embedded default: zero set-up, one file
+  in DATA_DIR, and fine for several processes on one host (WAL needs shared memory, so never on a
+  network filesystem).
+* PostgreSQL (:class:`streambot.pg_store.PgStore`, selected by ``DATABASE_URL``) is for nodes on
+  several machines; it also pushes revocations to every node as they happen.
+
+Both hold the same tables at the same schema versions (:mod:`streambot.schema`) and behave the same
+through :class:`Store`; ``tests/test_store.py`` runs one contract against both. Callers validate
+nothing themselves: every method checks its arguments the same way on both engines (the helpers
+below), so a bad key is the same ``ValueError`` everywhere.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import logging
-import sqlite3
-import threading
-import time
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import TracebackType
-from typing import Final, TypeVar
-
-from streambot.private import private_file, tighten_all
+from typing import Final, Protocol
 
 __all__ = [
     "BANDWIDTH_SCOPES",
     "ConflictError",
+    "LinkSecretMismatch",
     "SchemaTooNew",
     "Store",
     "StoreError",
     "StoredFile",
+    "link_secret_fingerprint",
+    "make_store",
+    "secret_problem",
 ]
 
-logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
-
-MEMORY: Final = ":memory:"
 BANDWIDTH_SCOPES: Final = frozenset({"global", "owner", "file"})
+#: The ``meta`` row that holds the link-secret fingerprint.
+FINGERPRINT_NAME: Final = "link_secret_fingerprint"
+# A constant message keyed by the secret: the digest identifies the secret without revealing it
+# (HMAC is a PRF), and no link token ever signs this text, so it cannot be replayed as one.
+_FINGERPRINT_MESSAGE: Final = b"streambot link-secret fingerprint v1"
 
-# One entry per schema version: entry i upgrades user_version i -> i + 1. Entries are
-# append-only; editing a released one would leave existing databases on a schema the
-# code no longer describes. Each entry runs in its own transaction together with the
-# user_version bump, so a failed upgrade leaves the file exactly at the previous version.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    # v1: bans, stored files, revocations.
-    (
-        """
-        CREATE TABLE bans (
-            user_id   INTEGER PRIMARY KEY,
-            banned_by INTEGER NOT NULL,
-            reason    TEXT    NOT NULL DEFAULT '',
-            banned_at REAL    NOT NULL
-        )
-        """,
-        # message_id is unique because one storage-channel message carries one file and
-        # revocation is keyed by it.
-        """
-        CREATE TABLE files (
-            id         INTEGER PRIMARY KEY,
-            owner_id   INTEGER NOT NULL,
-            message_id INTEGER NOT NULL UNIQUE,
-            unique_id  TEXT    NOT NULL,
-            name       TEXT    NOT NULL,
-            size       INTEGER NOT NULL CHECK (size >= 0),
-            mime_type  TEXT    NOT NULL,
-            created_at REAL    NOT NULL,
-            UNIQUE (owner_id, unique_id)
-        )
-        """,
-        # No foreign key to files: links are derived from message ids alone, so a message
-        # must be revocable even if it was never recorded in `files` (or was deleted).
-        """
-        CREATE TABLE revocations (
-            message_id INTEGER PRIMARY KEY,
-            revoked_by INTEGER NOT NULL,
-            revoked_at REAL    NOT NULL
-        )
-        """,
-        "CREATE INDEX revocations_revoked_at ON revocations (revoked_at)",
-    ),
-    # v2: bandwidth accounting and a covering order for per-owner file listings.
-    (
-        # Keyed (scope, key, day) because the hot query is "total for one key over a day
-        # range"; the separate day index serves retention deletes.
-        """
-        CREATE TABLE bandwidth (
-            day   TEXT    NOT NULL,
-            scope TEXT    NOT NULL CHECK (scope IN ('global', 'owner', 'file')),
-            key   TEXT    NOT NULL,
-            bytes INTEGER NOT NULL CHECK (bytes >= 0),
-            PRIMARY KEY (scope, key, day)
-        )
-        """,
-        "CREATE INDEX bandwidth_day ON bandwidth (day)",
-        "CREATE INDEX files_owner_created ON files (owner_id, created_at)",
-    ),
-)
-
-_FILE_COLUMNS: Final = "id, owner_id, message_id, unique_id, name, size, mime_type, created_at"
+BandwidthBatch = Mapping[tuple[str, str, str], int]
 
 
 class StoreError(Exception):
-    """Any failure of the persistence layer; sqlite3 errors are chained as the cause."""
+    """Any failure of the persistence layer; the driver's error is chained as the cause."""
 
 
 class SchemaTooNew(StoreError):
@@ -113,6 +55,10 @@ class SchemaTooNew(StoreError):
 
 class ConflictError(StoreError):
     """A write collided with a uniqueness rule that cannot be resolved automatically."""
+
+
+class LinkSecretMismatch(StoreError):
+    """This node's link secret is not the one the database's links are signed with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,520 +75,164 @@ class StoredFile:
     id: int | None = None
 
 
-def _row_to_file(row: tuple[int, int, int, str, str, int, str, float]) -> StoredFile:
-    file_id, owner_id, message_id, unique_id, name, size, mime_type, created_at = row
-    return StoredFile(
-        owner_id=owner_id,
-        message_id=message_id,
-        unique_id=unique_id,
-        name=name,
-        size=size,
-        mime_type=mime_type,
-        created_at=created_at,
-        id=file_id,
-    )
+class Store(Protocol):
+    """What the application needs from its database; both engines implement exactly this."""
+
+    @property
+    def engine(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``, for logs and /stats."""
+        ...
+
+    @property
+    def schema_version(self) -> int: ...
+
+    @property
+    def transactions(self) -> int:
+        """Committed write transactions (migrations included) since open."""
+        ...
+
+    async def open(self) -> Store:
+        """Connect, refuse a newer schema, migrate; returns the store itself."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ban(self, user_id: int, *, by: int, reason: str = "") -> bool: ...
+    async def unban(self, user_id: int) -> bool: ...
+    async def is_banned(self, user_id: int) -> bool: ...
+    async def banned_ids(self) -> set[int]: ...
+
+    async def add_file(self, f: StoredFile) -> StoredFile: ...
+    async def find_file(self, owner_id: int, unique_id: str) -> StoredFile | None: ...
+    async def file_by_message(self, message_id: int) -> StoredFile | None: ...
+    async def list_files(
+        self, owner_id: int, *, limit: int, offset: int = 0
+    ) -> list[StoredFile]: ...
+    async def count_files(self, owner_id: int) -> int: ...
+
+    async def revoke(self, message_id: int, *, by: int) -> bool: ...
+    async def is_revoked(self, message_id: int) -> bool: ...
+    async def revoked_since(self, since: float) -> list[tuple[int, float]]: ...
+
+    async def listen_revocations(self, on_revoked: Callable[[int], None]) -> None:
+        """Call ``on_revoked(message_id)`` for revocations made by any node, until cancelled.
+
+        PostgreSQL pushes them (LISTEN/NOTIFY) and, after its listening connection dropped,
+        replays what was revoked meanwhile. SQLite has no push: this just waits, and the guard's
+        TTL cache is what bounds staleness there.
+        """
+        ...
+
+    async def add_bandwidth(self, batch: BandwidthBatch, *, flush_id: str | None = None) -> bool:
+        """Add byte counts keyed ``(day, scope, key)`` in one transaction; False if already applied.
+
+        With ``flush_id`` the batch is applied at most once: a retry of a flush whose first
+        attempt committed (but whose answer was lost) changes nothing.
+        """
+        ...
+
+    async def bandwidth_total(self, scope: str, key: str, first_day: str, last_day: str) -> int: ...
+    async def delete_bandwidth_before(self, day: str, *, batch_size: int = 1000) -> int: ...
+
+    async def claim_link_secret(self, fingerprint: str, *, fresh: bool) -> None:
+        """Record or check the link-secret fingerprint; raise :class:`LinkSecretMismatch`."""
+        ...
+
+    async def claim_job(self, job: str, period: str, holder: str) -> bool:
+        """True for exactly one caller per ``(job, period)`` across every node sharing the store."""
+        ...
 
 
-def _check_day(day: str) -> None:
-    # Days are compared as strings in SQL, which is only correct for canonical ISO dates;
-    # the round trip also rejects the compact "YYYYMMDD" form 3.11's parser accepts.
+def make_store(
+    *,
+    database_url: str,
+    database_file: Path | str,
+    pool_size: int = 5,
+    clock: Callable[[], float] | None = None,
+) -> Store:
+    """The configured engine's store, not yet opened (``await store.open()`` in the lifecycle)."""
+    kwargs = {} if clock is None else {"clock": clock}
+    if database_url:
+        from streambot.pg_store import PgStore  # asyncpg is only imported when it is used
+
+        return PgStore(database_url, pool_size=pool_size, **kwargs)
+    from streambot.sqlite_store import SqliteStore
+
+    return SqliteStore(database_file, **kwargs)
+
+
+def link_secret_fingerprint(secret: bytes) -> str:
+    """A stable identifier of ``secret`` that is safe to store and compare (never the secret)."""
+    return hmac.new(secret, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
+
+
+def secret_problem(stored: str | None, fingerprint: str, *, fresh: bool, files: int) -> str | None:
+    """Why this node must not start with this secret (one sentence), or None if it may.
+
+    ``stored`` is the fingerprint already in the database, ``fresh`` whether the secret was just
+    generated (no LINK_SECRET and no DATA_DIR/link_secret), ``files`` how many files the database
+    holds. A database that has never seen a fingerprint adopts this one, unless it already holds
+    files and the secret is brand new: then the old secret was lost and every existing link would
+    silently die.
+    """
+    if stored is not None:
+        if hmac.compare_digest(stored, fingerprint):
+            return None
+        return (
+            "LINK_SECRET is not the secret this database's links are signed with; give every "
+            "node the same LINK_SECRET (or restore DATA_DIR/link_secret on a single node)"
+        )
+    if fresh and files > 0:
+        return (
+            f"the database already holds {files} file(s) but DATA_DIR/link_secret is missing, and "
+            "a newly generated secret would break every existing link; restore "
+            "DATA_DIR/link_secret or set LINK_SECRET to the old secret"
+        )
+    return None
+
+
+# -- argument checks shared by both engines -----------------------------------------------
+
+
+def check_day(day: str) -> date:
+    """The ISO day ``day`` as a date; ValueError unless it is canonical ``YYYY-MM-DD``."""
+    # Days compare as strings in SQLite, which is only correct for canonical ISO dates; the
+    # round trip also rejects the compact "YYYYMMDD" form 3.11's parser accepts.
     try:
-        valid = date.fromisoformat(day).isoformat() == day
+        parsed = date.fromisoformat(day)
+        valid = parsed.isoformat() == day
     except (TypeError, ValueError):
         valid = False
     if not valid:
         raise ValueError(f"day must be an ISO date 'YYYY-MM-DD', got {day!r}")
+    return parsed
 
 
-def _check_scope_key(scope: str, key: str) -> None:
+def check_scope_key(scope: str, key: str) -> None:
     if scope not in BANDWIDTH_SCOPES:
         raise ValueError(f"scope must be one of {sorted(BANDWIDTH_SCOPES)}, got {scope!r}")
     if (scope == "global") != (key == ""):
         raise ValueError(f"key must be empty exactly for the global scope, got {scope!r}/{key!r}")
 
 
-class Store:
-    """Async facade over one SQLite database: ``Store(path)``, then ``await store.open()``.
+def bandwidth_rows(batch: BandwidthBatch) -> list[tuple[str, str, str, int]]:
+    """``(scope, key, day, bytes)`` rows of a valid batch, sorted by the table's primary key.
 
-    Construction does no I/O, so the composition root can build everything that depends on the
-    store whole; the lifecycle entry opens it (connect and migrate) and closes it.
+    Sorted because concurrent multi-row upserts that lock rows in different orders deadlock on
+    PostgreSQL (measured: dozens of deadlocks per 150 unsorted flushes, none sorted).
     """
-
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
-        """``":memory:"`` gives a private in-memory database, for tests. ``clock`` stamps bans
-        and revocations; tests inject a fake one instead of sleeping."""
-        self._path = str(path)
-        # No thread starts until the first job is submitted (by open()).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streambot-store")
-        self._clock = clock
-        self._opened = False
-        # Touched only from the executor thread (enforced by check_same_thread).
-        self._conn: sqlite3.Connection | None = None
-        # Written only from the executor thread; plain int reads are safe elsewhere.
-        self._schema_version = 0
-        self._transactions = 0
-        # Set once close() starts; also lets concurrent close() calls wait for the first.
-        self._closing: asyncio.Event | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def open(self) -> Store:
-        """Open (creating if needed) and migrate the database; returns the store itself.
-
-        A store is opened once; after a failed open it is closed and cannot be reused.
-        """
-        if self._opened or self._closing is not None:
-            raise StoreError(f"store {self._path} was already opened")
-        self._opened = True
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, self._connect)
-        except BaseException:
-            # Without this a failed open (bad file, SchemaTooNew, cancellation) would leak
-            # the worker thread and possibly a half-open connection.
-            await self.close()
-            raise
-        return self
-
-    async def close(self) -> None:
-        """Close the connection on its own thread, then stop the worker; idempotent."""
-        if self._closing is not None:
-            await self._closing.wait()
-            return
-        self._closing = asyncio.Event()
-        if not self._opened:
-            # Never opened (start-up failed earlier): no thread, no connection to close.
-            self._executor.shutdown(wait=False)
-            self._closing.set()
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            # Queued behind any in-flight work, so already-accepted calls finish first.
-            # Shielded: cancelling close() must not cancel the queued job, or the
-            # connection would never be closed.
-            await asyncio.shield(loop.run_in_executor(self._executor, self._disconnect))
-        finally:
-            # Normally the close job is done and this join is near-instant; if close()
-            # was cancelled, wait=True is what lets the still-pending job run to the end.
-            self._executor.shutdown(wait=True)
-            self._closing.set()
-        logger.debug("store %s closed", self._path)
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def schema_version(self) -> int:
-        """The ``PRAGMA user_version`` the database is at after migrations."""
-        return self._schema_version
-
-    @property
-    def transactions(self) -> int:
-        """Number of committed write transactions (migrations included) since open."""
-        return self._transactions
-
-    # -- bans --------------------------------------------------------------------------
-
-    async def ban(self, user_id: int, *, by: int, reason: str = "") -> bool:
-        """Ban ``user_id``; True if newly banned (an existing ban keeps its reason)."""
-        now = self._clock()
-
-        def work(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT INTO bans (user_id, banned_by, reason, banned_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (user_id) DO NOTHING",
-                (user_id, by, reason, now),
-            )
-            return cur.rowcount == 1
-
-        return await self._write(work)
-
-    async def unban(self, user_id: int) -> bool:
-        """Lift a ban; True if the user was banned."""
-
-        def work(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM bans WHERE user_id = ?", (user_id,)).rowcount == 1
-
-        return await self._write(work)
-
-    async def is_banned(self, user_id: int) -> bool:
-        """Whether ``user_id`` is currently banned."""
-
-        def work(conn: sqlite3.Connection) -> bool:
-            row = conn.execute("SELECT 1 FROM bans WHERE user_id = ?", (user_id,)).fetchone()
-            return row is not None
-
-        return await self._run(work)
-
-    async def banned_ids(self) -> set[int]:
-        """All banned user ids, e.g. to warm an in-memory cache at startup."""
-
-        def work(conn: sqlite3.Connection) -> set[int]:
-            return {user_id for (user_id,) in conn.execute("SELECT user_id FROM bans")}
-
-        return await self._run(work)
-
-    # -- stored files ------------------------------------------------------------------
-
-    async def add_file(self, f: StoredFile) -> StoredFile:
-        """Record ``f`` and return it with its row id.
-
-        If the owner already stored the same Telegram file (same ``unique_id``), the
-        existing row is returned unchanged instead of raising: two concurrent uploads of
-        one file then both end up with the same canonical link, and a caller can tell it
-        lost the race because the returned ``message_id`` differs from its own (its extra
-        storage message is redundant). The exception is an existing row whose message was
-        revoked: sending the file again is how an owner gets a fresh link, so the row (same
-        id) moves to ``f``'s message and details, and the owner can list and revoke it again.
-        Reusing a ``message_id`` for a different file is a real bug and raises
-        :class:`ConflictError`.
-        """
-        if f.id is not None:
-            raise ValueError("StoredFile.id is assigned by the store; pass id=None")
-
-        def work(conn: sqlite3.Connection) -> StoredFile:
-            try:
-                row = conn.execute(
-                    "INSERT INTO files"
-                    " (owner_id, message_id, unique_id, name, size, mime_type, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (owner_id, unique_id) DO UPDATE SET"
-                    " message_id = excluded.message_id, name = excluded.name,"
-                    " size = excluded.size, mime_type = excluded.mime_type,"
-                    " created_at = excluded.created_at"
-                    " WHERE files.message_id IN (SELECT message_id FROM revocations)"
-                    " RETURNING id",
-                    (
-                        f.owner_id,
-                        f.message_id,
-                        f.unique_id,
-                        f.name,
-                        f.size,
-                        f.mime_type,
-                        f.created_at,
-                    ),
-                ).fetchone()
-            except sqlite3.IntegrityError as exc:
-                raise ConflictError(
-                    f"cannot store file {f.unique_id!r} of owner {f.owner_id} as message "
-                    f"{f.message_id}: {exc}"
-                ) from exc
-            if row is not None:
-                return dataclasses.replace(f, id=row[0])
-            existing = conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE owner_id = ? AND unique_id = ?",
-                (f.owner_id, f.unique_id),
-            ).fetchone()
-            # Same transaction as the failed insert, so the conflicting row is still there.
-            return _row_to_file(existing)
-
-        return await self._write(work)
-
-    async def find_file(self, owner_id: int, unique_id: str) -> StoredFile | None:
-        """The file ``owner_id`` stored with Telegram's ``unique_id``, if any."""
-
-        def work(conn: sqlite3.Connection) -> StoredFile | None:
-            row = conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE owner_id = ? AND unique_id = ?",
-                (owner_id, unique_id),
-            ).fetchone()
-            return None if row is None else _row_to_file(row)
-
-        return await self._run(work)
-
-    async def file_by_message(self, message_id: int) -> StoredFile | None:
-        """The file carried by storage message ``message_id``, if recorded."""
-
-        def work(conn: sqlite3.Connection) -> StoredFile | None:
-            row = conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE message_id = ?", (message_id,)
-            ).fetchone()
-            return None if row is None else _row_to_file(row)
-
-        return await self._run(work)
-
-    async def list_files(self, owner_id: int, *, limit: int, offset: int = 0) -> list[StoredFile]:
-        """One page of ``owner_id``'s files, newest first (ties broken by newest row)."""
-        # SQLite treats a negative LIMIT as "no limit"; reject it rather than dump a table.
-        if limit < 0 or offset < 0:
-            raise ValueError(f"limit and offset must be >= 0, got {limit=} {offset=}")
-
-        def work(conn: sqlite3.Connection) -> list[StoredFile]:
-            rows = conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE owner_id = ?"
-                " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-                (owner_id, limit, offset),
-            ).fetchall()
-            return [_row_to_file(row) for row in rows]
-
-        return await self._run(work)
-
-    async def count_files(self, owner_id: int) -> int:
-        """How many files ``owner_id`` has stored."""
-
-        def work(conn: sqlite3.Connection) -> int:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM files WHERE owner_id = ?", (owner_id,)
-            ).fetchone()
-            return int(count)
-
-        return await self._run(work)
-
-    # -- link revocation ---------------------------------------------------------------
-
-    async def revoke(self, message_id: int, *, by: int) -> bool:
-        """Kill every link to storage message ``message_id``; True if newly revoked.
-
-        Re-revoking keeps the original timestamp so pollers do not see it twice.
-        """
-        now = self._clock()
-
-        def work(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT INTO revocations (message_id, revoked_by, revoked_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (message_id) DO NOTHING",
-                (message_id, by, now),
-            )
-            return cur.rowcount == 1
-
-        return await self._write(work)
-
-    async def is_revoked(self, message_id: int) -> bool:
-        """Whether links to ``message_id`` have been revoked."""
-
-        def work(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT 1 FROM revocations WHERE message_id = ?", (message_id,)
-            ).fetchone()
-            return row is not None
-
-        return await self._run(work)
-
-    async def revoked_since(self, since: float) -> list[tuple[int, float]]:
-        """``(message_id, revoked_at)`` for revocations at or after ``since``, oldest first.
-
-        Inclusive on purpose: a poller that passes the last ``revoked_at`` it saw may get
-        that row again (harmless, revocation is idempotent) but cannot miss another row
-        stamped with the same time after its previous poll.
-        """
-
-        def work(conn: sqlite3.Connection) -> list[tuple[int, float]]:
-            rows = conn.execute(
-                "SELECT message_id, revoked_at FROM revocations WHERE revoked_at >= ?"
-                " ORDER BY revoked_at, message_id",
-                (since,),
-            ).fetchall()
-            return [(int(message_id), float(at)) for message_id, at in rows]
-
-        return await self._run(work)
-
-    # -- bandwidth ---------------------------------------------------------------------
-
-    async def add_bandwidth(self, batch: Mapping[tuple[str, str, str], int]) -> None:
-        """Add byte counts keyed by ``(day, scope, key)`` in a single transaction.
-
-        Callers accumulate in memory and flush periodically, so one flush costs one
-        fsync regardless of how many keys it touches. An empty batch is a no-op (and
-        takes no write lock).
-        """
-        rows: list[tuple[str, str, str, int]] = []
-        for (day, scope, key), nbytes in batch.items():
-            _check_day(day)
-            _check_scope_key(scope, key)
-            if nbytes < 0:
-                raise ValueError(f"byte count must be >= 0, got {nbytes} for {(day, scope, key)}")
-            rows.append((day, scope, key, nbytes))
-        if not rows:
-            return
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO bandwidth (day, scope, key, bytes) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (scope, key, day) DO UPDATE SET bytes = bytes + excluded.bytes",
-                rows,
-            )
-
-        await self._write(work)
-
-    async def bandwidth_total(self, scope: str, key: str, first_day: str, last_day: str) -> int:
-        """Bytes recorded for ``(scope, key)`` from ``first_day`` to ``last_day`` inclusive."""
-        _check_scope_key(scope, key)
-        _check_day(first_day)
-        _check_day(last_day)
-
-        def work(conn: sqlite3.Connection) -> int:
-            (total,) = conn.execute(
-                "SELECT COALESCE(SUM(bytes), 0) FROM bandwidth"
-                " WHERE scope = ? AND key = ? AND day BETWEEN ? AND ?",
-                (scope, key, first_day, last_day),
-            ).fetchone()
-            return int(total)
-
-        return await self._run(work)
-
-    async def delete_bandwidth_before(self, day: str, *, batch_size: int = 1000) -> int:
-        """Delete rows older than ``day`` (exclusive); returns how many were removed.
-
-        Works in batches of ``batch_size``, each its own short transaction, so retention
-        cleanup never holds the write lock (or the single worker) long enough to stall
-        request-path queries queued behind it.
-        """
-        _check_day(day)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-        def work(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM bandwidth WHERE rowid IN"
-                " (SELECT rowid FROM bandwidth WHERE day < ? LIMIT ?)",
-                (day, batch_size),
-            ).rowcount
-
-        removed = 0
-        while True:
-            deleted = await self._write(work)
-            removed += deleted
-            if deleted < batch_size:
-                break
-            # Let other tasks enqueue their statements between batches.
-            await asyncio.sleep(0)
-        logger.info("deleted %s bandwidth rows before %s", removed, day)
-        return removed
-
-    # -- diagnostics -------------------------------------------------------------------
-
-    async def worker_thread_name(self) -> str:
-        """Name of the thread that runs this store's SQL (via the same path as queries)."""
-        return await self._run(lambda _conn: threading.current_thread().name)
-
-    async def set_statement_trace(self, callback: Callable[[str], None] | None) -> None:
-        """Call ``callback`` with each SQL statement executed, or stop tracing with None.
-
-        The callback runs on the store's worker thread, which is what makes it useful for
-        debugging slow queries and for proving that no SQL runs on the event loop.
-        """
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.set_trace_callback(callback)
-
-        await self._run(work)
-
-    # -- plumbing ----------------------------------------------------------------------
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(connection)`` on the worker thread and return (or raise) its result."""
-        if self._closing is not None:
-            raise StoreError(f"store {self._path} is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(self._executor, self._call, fn)
-        except RuntimeError as exc:  # executor already shut down
-            raise StoreError(f"store {self._path} is closed") from exc
-        return await future
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Like :meth:`_run`, but inside one write transaction."""
-        return await self._run(lambda conn: self._transaction(conn, fn))
-
-    def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Worker-thread side of :meth:`_run`: hand over the connection, wrap sqlite errors."""
-        conn = self._conn
-        if conn is None:
-            raise StoreError(f"store {self._path} is closed")
-        try:
-            return fn(conn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"sqlite error on {self._path}: {exc}") from exc
-
-    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
-        # then writes can fail with SQLITE_BUSY mid-way if another process (e.g. a second
-        # node on the same file) wrote in between, while this one just waits busy_timeout.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._transactions += 1
-        return result
-
-    def _connect(self) -> None:
-        """Worker thread: create the connection, check the version, apply migrations."""
-        if self._path != MEMORY:
-            try:
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-                # Owners, bans and revocations: owner-only (SQLite copies the mode to -wal/-shm).
-                private_file(Path(self._path))
-                tighten_all(Path(self._path).parent, Path(self._path).name + "-*")
-            except OSError as exc:
-                raise StoreError(f"cannot create directory for {self._path}: {exc}") from exc
-        try:
-            # isolation_level=None: the module must not open transactions implicitly; every
-            # write transaction is an explicit BEGIN IMMEDIATE ... COMMIT in _transaction().
-            conn = sqlite3.connect(self._path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self._path}: {exc}") from exc
-        self._conn = conn  # set first so a failure below is cleaned up by close()
-        self._call(self._configure_and_migrate)
-        logger.info("store %s open at schema version %s", self._path, self._schema_version)
-
-    def _configure_and_migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA foreign_keys = ON")
-        # Check before switching to WAL so a newer build's file is not modified at all.
-        self._check_version(self._user_version(conn))
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is durable against application crashes in WAL mode; only a power loss
-        # can drop the last commits, which is acceptable for counters and caches.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        for target in range(1, len(_MIGRATIONS) + 1):
-            if self._user_version(conn) >= target:
-                continue  # up to date: don't take the write lock for nothing
-            self._transaction(conn, lambda c, target=target: self._migrate_to(c, target))
-        self._schema_version = self._user_version(conn)
-
-    def _migrate_to(self, conn: sqlite3.Connection, target: int) -> None:
-        # Re-read inside the write lock: another process may have migrated meanwhile.
-        current = self._user_version(conn)
-        self._check_version(current)
-        if current >= target:
-            return
-        logger.info("migrating %s from schema version %s to %s", self._path, current, target)
-        for statement in _MIGRATIONS[target - 1]:
-            conn.execute(statement)
-        # PRAGMA takes no parameters; target is an int from range(), so this is safe.
-        conn.execute(f"PRAGMA user_version = {int(target)}")
-
-    def _check_version(self, found: int) -> None:
-        known = len(_MIGRATIONS)
-        if found > known:
-            raise SchemaTooNew(
-                f"database {self._path} has schema version {found}, but this StreamBot "
-                f"supports up to version {known}; upgrade StreamBot to open it"
-            )
-
-    @staticmethod
-    def _user_version(conn: sqlite3.Connection) -> int:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        return int(version)
-
-    def _disconnect(self) -> None:
-        """Worker thread: close the connection (a no-op if open never got that far)."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"error closing {self._path}: {exc}") from exc
+    rows = []
+    for (day, scope, key), nbytes in batch.items():
+        check_day(day)
+        check_scope_key(scope, key)
+        if nbytes < 0:
+            raise ValueError(f"byte count must be >= 0, got {nbytes} for {(day, scope, key)}")
+        rows.append((scope, key, day, nbytes))
+    rows.sort()
+    return rows
+
+
+def check_paging(limit: int, offset: int) -> None:
+    # SQLite treats a negative LIMIT as "no limit"; reject it rather than dump a table.
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must be >= 0, got {limit=} {offset=}")

@@ -18,6 +18,7 @@ from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
 from .clock import VirtualTime
+from .pg import pg_url  # noqa: F401  (the PostgreSQL fixture, for every module)
 
 LINK_SECRET = b"test-link-secret-0123456789abcdef"
 

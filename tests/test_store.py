@@ -1,9 +1,11 @@
-"""Tests for streambot.store: schema, migrations, each query family and thread confinement."""
+"""The store contract on both engines (SQLite and PostgreSQL), plus each engine's own guarantees."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,11 +14,24 @@ from pathlib import Path
 
 import pytest
 
-from streambot.store import ConflictError, SchemaTooNew, Store, StoredFile, StoreError
+from streambot.pg_store import PgStore
+from streambot.schema import MIGRATIONS, latest_version
+from streambot.sqlite_store import SqliteStore
+from streambot.store import (
+    ConflictError,
+    LinkSecretMismatch,
+    SchemaTooNew,
+    Store,
+    StoredFile,
+    StoreError,
+    link_secret_fingerprint,
+    secret_problem,
+)
 
 from .clock import ManualClock
+from .pg import fresh_schema
 
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 
 # A frozen snapshot of what a v1 database looked like on disk. It is written out by hand
 # (not taken from the store's migration list) so that editing the migrations cannot
@@ -86,11 +101,22 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-async def store(db_path: Path | str, clock: ManualClock) -> AsyncIterator[Store]:
-    s = await Store(db_path, clock=clock).open()
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite-memory", "sqlite-file", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Store]:
+    """The contract's subject: every engine, each fresh and empty."""
+    async with contextlib.AsyncExitStack() as stack:
+        s: Store
+        if request.param == "postgres":
+            s = PgStore(await stack.enter_async_context(fresh_schema()), clock=clock)
+        elif request.param == "sqlite-memory":
+            s = SqliteStore(":memory:", clock=clock)
+        else:
+            s = SqliteStore(tmp_path / "nested" / "dir" / "streambot.db", clock=clock)
+        await s.open()
+        yield s
+        await s.close()
 
 
 # -- open / schema ---------------------------------------------------------------------
@@ -99,7 +125,7 @@ async def store(db_path: Path | str, clock: ManualClock) -> AsyncIterator[Store]
 async def test_open_creates_wal_file_with_parent_dirs(tmp_path: Path) -> None:
     """Opening a path creates missing parent dirs and a WAL-mode database at the latest version."""
     path = tmp_path / "a" / "b" / "streambot.db"
-    store = await Store(path).open()
+    store = await SqliteStore(path).open()
     assert store.schema_version == LATEST_VERSION
     await store.close()
 
@@ -116,11 +142,11 @@ async def test_open_reports_latest_schema(store: Store) -> None:
 async def test_reopen_is_a_no_op_migration(tmp_path: Path) -> None:
     """Reopening an up-to-date file applies no migration transactions."""
     path = tmp_path / "db.sqlite"
-    first = await Store(path).open()
+    first = await SqliteStore(path).open()
     assert first.transactions == LATEST_VERSION  # one transaction per migration
     await first.close()
 
-    async with await Store(path).open() as second:
+    async with await SqliteStore(path).open() as second:
         assert second.schema_version == LATEST_VERSION
         assert second.transactions == 0
 
@@ -130,7 +156,7 @@ async def test_migrates_v1_database(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     make_v1_database(path)
 
-    async with await Store(path).open() as store:
+    async with await SqliteStore(path).open() as store:
         assert store.schema_version == LATEST_VERSION
         assert await store.is_banned(7)
         assert await store.is_revoked(499)
@@ -149,8 +175,8 @@ async def test_schema_too_new_is_refused_untouched(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA user_version = 99")
 
-    with pytest.raises(SchemaTooNew, match=r"version 99.*version 2"):
-        await Store(path).open()
+    with pytest.raises(SchemaTooNew, match=r"version 99.*version 3"):
+        await SqliteStore(path).open()
 
     assert pragma(path, "user_version") == 99
     assert pragma(path, "journal_mode") == "delete"  # not switched to WAL
@@ -164,7 +190,7 @@ async def test_failed_migration_rolls_back(tmp_path: Path) -> None:
     make_v1_database(path, extra_sql="CREATE TABLE bandwidth (junk TEXT);")
 
     with pytest.raises(StoreError, match="bandwidth"):
-        await Store(path).open()
+        await SqliteStore(path).open()
 
     assert pragma(path, "user_version") == 1
     with closing(sqlite3.connect(path)) as conn:
@@ -179,7 +205,7 @@ async def test_garbage_file_raises_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not an sqlite database" * 100)
 
     with pytest.raises(StoreError):
-        await Store(path).open()
+        await SqliteStore(path).open()
     assert store_threads() == []
 
 
@@ -205,12 +231,12 @@ async def test_ban_unban(store: Store) -> None:
 async def test_bans_persist_across_reopen(tmp_path: Path) -> None:
     """Bans written before close are still there after reopening the file."""
     path = tmp_path / "bans.db"
-    async with await Store(path).open() as store:
+    async with await SqliteStore(path).open() as store:
         await store.ban(42, by=1, reason="abuse")
         await store.ban(43, by=1)
         await store.unban(43)
 
-    async with await Store(path).open() as store:
+    async with await SqliteStore(path).open() as store:
         assert await store.banned_ids() == {42}
         assert await store.is_banned(42)
 
@@ -466,7 +492,7 @@ async def test_delete_bandwidth_before_rejects_bad_batch_size(store: Store) -> N
 
 async def test_close_is_idempotent(db_path: Path | str) -> None:
     """close() may be called repeatedly, also concurrently, and stops the worker thread."""
-    store = await Store(db_path).open()
+    store = await SqliteStore(db_path).open()
     await asyncio.gather(store.close(), store.close())
     await store.close()
     assert store_threads() == []
@@ -497,21 +523,23 @@ async def test_calls_after_close_raise_store_error(
     name: str, call: Callable[[Store], Awaitable[object]]
 ) -> None:
     """Every public query on a closed store raises StoreError, not an executor RuntimeError."""
-    store = await Store(":memory:").open()
+    store = await SqliteStore(":memory:").open()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await call(store)
 
 
-async def test_queued_calls_finish_before_close(store: Store) -> None:
-    """Calls already submitted when close() starts still complete normally."""
+async def test_queued_calls_finish_before_close(db_path: Path | str) -> None:
+    """Calls already submitted when close() starts still complete normally (SQLite's queue)."""
+    store = await SqliteStore(db_path).open()
     # gather starts its tasks in order, so all bans reach the executor before close() does.
     *banned, _ = await asyncio.gather(*(store.ban(i, by=0) for i in range(20)), store.close())
     assert banned == [True] * 20
 
 
-async def test_sql_runs_only_on_store_thread(store: Store) -> None:
+async def test_sql_runs_only_on_store_thread(db_path: Path | str) -> None:
     """Every SQL statement of every API family executes on the single streambot-store thread."""
+    store = await SqliteStore(db_path).open()
     seen: list[tuple[int, str]] = []
 
     def trace(_statement: str) -> None:
@@ -536,3 +564,106 @@ async def test_sql_runs_only_on_store_thread(store: Store) -> None:
     assert ident != threading.get_ident()  # not the event loop thread
     assert name.startswith("streambot-store")
     assert await store.worker_thread_name() == name
+    await store.close()
+
+
+async def test_a_retried_flush_is_counted_once(store: Store) -> None:
+    """A batch re-sent with the same flush id (first answer lost) adds nothing the second time."""
+    day = "2024-05-01"
+    batch = {(day, "global", ""): 100, (day, "file", "7"): 100}
+    assert await store.add_bandwidth(batch, flush_id="node-a:1") is True
+    assert await store.add_bandwidth(batch, flush_id="node-a:1") is False
+    assert await store.add_bandwidth(batch, flush_id="node-a:2") is True
+    assert await store.bandwidth_total("global", "", day, day) == 200
+    assert await store.bandwidth_total("file", "7", day, day) == 200
+
+
+# -- agreement between nodes -------------------------------------------------------------
+
+
+async def test_first_secret_is_adopted_and_another_refused(store: Store) -> None:
+    """The first fingerprint is recorded; the same one passes again, a different one is refused."""
+    await store.claim_link_secret("aa" * 32, fresh=False)
+    await store.claim_link_secret("aa" * 32, fresh=False)
+    with pytest.raises(LinkSecretMismatch, match="same LINK_SECRET"):
+        await store.claim_link_secret("bb" * 32, fresh=False)
+    with pytest.raises(LinkSecretMismatch):
+        await store.claim_link_secret("bb" * 32, fresh=True)
+
+
+async def test_new_secret_over_existing_files_is_refused(store: Store) -> None:
+    """A database with files but no fingerprint refuses a freshly generated secret, not a given one."""
+    await store.add_file(make_file())
+    with pytest.raises(LinkSecretMismatch, match="1 file"):
+        await store.claim_link_secret("cc" * 32, fresh=True)
+    # Nothing was recorded by the refusal; the operator's given secret is then adopted.
+    await store.claim_link_secret("dd" * 32, fresh=False)
+    with pytest.raises(LinkSecretMismatch):
+        await store.claim_link_secret("cc" * 32, fresh=False)
+
+
+async def test_a_job_runs_once_per_period(store: Store) -> None:
+    """claim_job: one winner per (job, period); a later period is claimable again, an older is not."""
+    assert await store.claim_job("bandwidth_cleanup", "2024-05-01", "node-a") is True
+    assert await store.claim_job("bandwidth_cleanup", "2024-05-01", "node-b") is False
+    assert await store.claim_job("other_job", "2024-05-01", "node-b") is True
+    assert await store.claim_job("bandwidth_cleanup", "2024-05-02", "node-b") is True
+    assert await store.claim_job("bandwidth_cleanup", "2024-05-01", "node-a") is False
+
+
+async def test_concurrent_job_claims_have_one_winner(store: Store) -> None:
+    """Ten simultaneous claims of the same day: exactly one wins."""
+    wins = await asyncio.gather(
+        *(store.claim_job("daily", "2024-06-01", f"n{i}") for i in range(10))
+    )
+    assert sorted(wins) == [False] * 9 + [True]
+
+
+@pytest.mark.parametrize(
+    ("stored", "fresh", "files", "problem"),
+    [
+        (None, False, 0, None),
+        (None, True, 0, None),
+        (None, False, 5, None),  # an upgrade: the kept secret is adopted
+        (None, True, 5, "5 file"),  # the secret file was lost: refuse
+        ("same", False, 5, None),
+        ("same", True, 0, None),
+        ("other", False, 0, "same LINK_SECRET"),
+        ("other", True, 9, "same LINK_SECRET"),
+    ],
+)
+def test_secret_problem_table(
+    stored: str | None, fresh: bool, files: int, problem: str | None
+) -> None:
+    """Which secret a node may start with, against what the database already knows."""
+    fp = "same"
+    found = secret_problem(stored, fp, fresh=fresh, files=files)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+        assert found.count(". ") == 0  # one sentence
+
+
+def test_fingerprint_identifies_without_revealing_the_secret() -> None:
+    """Same secret -> same fingerprint; different -> different; the secret is not in it."""
+    secret = b"s3cret-" * 8
+    fp = link_secret_fingerprint(secret)
+    assert fp == link_secret_fingerprint(secret)
+    assert fp != link_secret_fingerprint(secret + b"x")
+    assert secret.hex() not in fp
+    assert "s3cret" not in fp
+    assert len(fp) == 64
+
+
+def test_both_engines_have_the_same_schema_versions() -> None:
+    """Versions count 1..N without gaps and every version has statements for both engines."""
+    assert [m.version for m in MIGRATIONS] == list(range(1, latest_version() + 1))
+    assert latest_version() == LATEST_VERSION
+    for m in MIGRATIONS:
+        assert m.sqlite
+        assert m.postgres
+        sqlite_names = [n for s in m.sqlite for n in re.findall(r"CREATE (?:TABLE|INDEX) (\w+)", s)]
+        pg_names = [n for s in m.postgres for n in re.findall(r"CREATE (?:TABLE|INDEX) (\w+)", s)]
+        assert sqlite_names == pg_names
