@@ -396,7 +396,7 @@ class PgStore:
                 backoff = min(backoff * 2, self._reconnect_max)
                 continue
             lost = asyncio.Event()
-            conn.add_termination_listener(lambda _c: lost.set())
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
 
             def notified(_c: object, _pid: int, _channel: str, payload: str) -> None:
                 self.notifications += 1
