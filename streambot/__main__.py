@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from streambot.config import ConfigError, Settings, ensure_link_secret
+from streambot.config import ConfigError, Settings, load_link_secret
 
 if TYPE_CHECKING:
     from streambot.demo import SyntheticFile
@@ -228,8 +228,8 @@ async def _run(settings: Settings) -> int:
     stop = asyncio.Event()
     with stop_on_signals(stop):
         try:
-            secret = ensure_link_secret(settings)
-            app = await create_app(settings, link_secret=secret)
+            secret, fresh = load_link_secret(settings)
+            app = await create_app(settings, link_secret=secret, link_secret_fresh=fresh)
         except OSError as exc:
             return _fail(f"DATA_DIR {settings.data_dir} is not usable: {exc.strerror}.")
         runner = web.AppRunner(

@@ -30,13 +30,13 @@ from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.ratelimit import LinkRateLimiter
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog
-from streambot.config import Settings
+from streambot.config import Settings, save_link_secret
 from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
 from streambot.simulator import SimulatedTelegram, offline
-from streambot.store import Store
+from streambot.store import Store, link_secret_fingerprint, make_store
 from streambot.streamer import Streamer, StreamerConfig
 from streambot.supervisor import Supervisor
 from streambot.units import KIB, MIB
@@ -78,6 +78,7 @@ class Services:
     scheduler: CleanupScheduler
     simulator: SimulatedTelegram | None = None
     log_filter: SmartLogFilter | None = None
+    link_secret_fresh: bool = False
     started_at: float = field(default_factory=time.time)
     on_ready: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -89,12 +90,16 @@ async def create_app(
     settings: Settings,
     *,
     link_secret: bytes,
+    link_secret_fresh: bool = False,
     simulator: SimulatedTelegram | None = None,
     log_filter: SmartLogFilter | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Sleep = asyncio.sleep,
 ) -> web.Application:
     """Build the whole application. With ``simulator`` every Telegram client talks to it.
+
+    ``link_secret_fresh`` says the secret was just generated: the store checks it against the
+    secret its links were signed with before it is saved (see ``store.secret_problem``).
 
     ``log_filter`` is the rate limiter on the log handler (its size shows in /memory); by default
     the one ``__main__.configure_logging`` installed on a root handler, if any.
@@ -104,10 +109,13 @@ async def create_app(
     FloodWait is waited out without spending real seconds.
     """
     app = web.Application(client_max_size=1024)
+    bot_node = settings.node_role == "bot"
     fleet = Fleet.build(
         api_id=settings.api_id,
         api_hash=settings.api_hash,
-        bot_token=settings.bot_token,
+        # A web node never logs in with BOT_TOKEN: one bot session receives updates, and a
+        # second login of the same token would fight it for them.
+        bot_token=settings.bot_token if bot_node else "",
         worker_tokens=settings.worker_tokens,
         session_dir=settings.data_dir / "sessions",
         workers=settings.workers,
@@ -140,7 +148,11 @@ async def create_app(
         on_error=metrics.count_error,
         sleep=sleep,
     )
-    store = Store(settings.database_file)  # opened by _store_ctx
+    store = make_store(  # opened by _store_ctx
+        database_url=settings.database_url,
+        database_file=settings.database_file,
+        pool_size=settings.database_pool_size,
+    )
     bandwidth = Bandwidth(
         store,
         Quotas.from_gb(
@@ -157,7 +169,9 @@ async def create_app(
         ttl=settings.cache_guard_ttl,
         limit=settings.cache_guard_limit,
     )
-    notify = AdminNotifier(lambda: fleet.main.client, settings.admins)
+    # Admins started a chat with the main bot only; a web node's workers cannot reach them, so
+    # its alerts go to its log.
+    notify = AdminNotifier(lambda: fleet.main.client, settings.admins if bot_node else ())
     memlog = MemoryLog(settings.log_dir, max_line_queue=settings.memory_log_queue_limit)
     memory = MemoryManager(
         limit_mb=settings.memory_limit_mb,
@@ -239,6 +253,7 @@ async def create_app(
         supervisor=supervisor,
         scheduler=scheduler,
         simulator=simulator,
+        link_secret_fresh=link_secret_fresh,
         log_filter=log_filter,
         started_at=started_at,
     )
@@ -380,8 +395,20 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = app[SERVICES].store
+    """Open the configured engine, then make sure this node signs links as the others do."""
+    services = app[SERVICES]
+    store = services.store
     await store.open()
+    try:
+        secret = app[keys.LINK_SECRET]
+        await store.claim_link_secret(
+            link_secret_fingerprint(secret), fresh=services.link_secret_fresh
+        )
+        if services.link_secret_fresh:
+            save_link_secret(services.settings, secret)
+    except BaseException:
+        await store.close()
+        raise
     try:
         yield
     finally:
@@ -392,8 +419,9 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     settings = services.settings
     # Handlers go on before start(): pyrogram adds them from a task, and an update that arrives
-    # before that task ran would be dispatched to no handler and lost.
-    services.bot.register(services.fleet.main.client)
+    # before that task ran would be dispatched to no handler and lost. A web node has none.
+    if services.fleet.main.is_main:
+        services.bot.register(services.fleet.main.client)
     try:
         await services.fleet.start(
             channel_id=settings.bin_channel,
@@ -412,11 +440,19 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Accounting, quotas and revocation; after the streams stop, the last counters are flushed."""
-    bandwidth = app[SERVICES].bandwidth
+    services = app[SERVICES]
+    bandwidth = services.bandwidth
     bandwidth.start()
+    # Revocations made on any node drop this node's cached facts at once (PostgreSQL pushes
+    # them); the guard's TTL stays the bound when the push is missing or late.
+    listener = asyncio.create_task(
+        services.store.listen_revocations(services.guard.forget), name="revocation-listener"
+    )
     try:
         yield
     finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
         await bandwidth.stop()
 
 

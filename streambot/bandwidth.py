@@ -4,6 +4,11 @@ Bytes are counted in memory as they are written to clients and flushed to the st
 one transaction per flush, never one write per chunk. A clean shutdown flushes everything; a crash
 loses at most one flush interval. Quota checks read persisted totals through a short-lived cache plus
 what is still pending, so they cost no database query on the hot path.
+
+Several nodes may share the store: each flush *adds* its counts (an UPSERT), so totals and quotas are
+read across nodes. Each batch carries a flush id recorded in the same transaction, so a flush that
+failed after the database had in fact committed it (the answer was lost) is retried as the very same
+batch and skipped there: nothing is lost and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import calendar
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -90,6 +96,8 @@ class Bandwidth:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._pending: dict[Key, int] = {}
+        # A batch whose write failed, kept whole with its id until the store confirms it.
+        self._unconfirmed: tuple[str, dict[Key, int]] | None = None
         self._totals: dict[tuple[str, str, str, str], tuple[float, int]] = {}
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -117,26 +125,43 @@ class Bandwidth:
         if len(pending) >= self.pending_limit:
             self._early_flush.set()
 
+    def _unflushed(self) -> list[dict[Key, int]]:
+        return [self._pending] + ([self._unconfirmed[1]] if self._unconfirmed else [])
+
     @property
     def pending_bytes(self) -> int:
-        return sum(v for (_, scope, _), v in self._pending.items() if scope == "global")
+        return sum(
+            v
+            for batch in self._unflushed()
+            for (_, scope, _), v in batch.items()
+            if scope == "global"
+        )
 
     async def flush(self) -> int:
-        """Write pending counters in one transaction; returns how many counters were written."""
+        """Write pending counters, one transaction per batch; returns how many counters were written.
+
+        A batch that failed before is retried first, unchanged and under its own id, so the
+        store can tell a retry of a write that did commit from a new one.
+        """
+        written = 0
         async with self._flush_lock:
-            if not self._pending:
-                return 0
-            batch, self._pending = self._pending, {}
-            try:
-                await self._store.add_bandwidth(batch)
-            except BaseException:
-                # Put the batch back so the next flush retries it: nothing is lost or double-counted.
-                for key, n in batch.items():
-                    self._pending[key] = self._pending.get(key, 0) + n
-                raise
-            self._totals.clear()
-            self.flushes += 1
-            return len(batch)
+            for _ in range(2):  # the unconfirmed batch (if any), then what is pending now
+                if self._unconfirmed is None:
+                    if not self._pending:
+                        break
+                    self._unconfirmed = (uuid.uuid4().hex, self._pending)
+                    self._pending = {}
+                flush_id, batch = self._unconfirmed
+                applied = await self._store.add_bandwidth(batch, flush_id=flush_id)
+                self._unconfirmed = None
+                if not applied:
+                    log.info(
+                        "bandwidth flush %s had already been written; not counted again", flush_id
+                    )
+                self._totals.clear()
+                self.flushes += 1
+                written += len(batch)
+        return written
 
     async def run(self) -> None:
         """Flush every ``flush_seconds`` (or early when too many counters are pending)."""
@@ -175,7 +200,8 @@ class Bandwidth:
     def _pending_total(self, scope: str, key: str, first: str, last: str) -> int:
         return sum(
             n
-            for (d, s, k), n in self._pending.items()
+            for batch in self._unflushed()
+            for (d, s, k), n in batch.items()
             if s == scope and k == key and first <= d <= last
         )
 

@@ -34,6 +34,7 @@ GROUPS = (
     "Memory",
     "Bandwidth",
     "Logging",
+    "Nodes",
 )
 
 Check = Callable[[Any], str | None]
@@ -75,6 +76,17 @@ def _cross_field_problems(cls: type, values: Mapping[str, Any]) -> list[str]:
             f"MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024 = {needed} with MAX_STREAMS={streams} "
             f"and STREAM_BLOCK_SIZE_KIB={block_kib}, e.g. STREAM_MEMORY_BUDGET_MB={needed} "
             "(or fewer streams, or smaller blocks)"
+        )
+    if value("database_url") and not value("link_secret"):
+        problems.append(
+            "LINK_SECRET is required when DATABASE_URL is set: every node must sign and check "
+            "links with the same secret, e.g. LINK_SECRET=<the same 48 random characters on "
+            "every node>"
+        )
+    if value("node_role") == "web" and not value("worker_tokens"):
+        problems.append(
+            "NODE_ROLE=web needs its own worker bots to download with, e.g. "
+            "MULTI_TOKEN1=123456789:AAExampleExampleExampleExampleExam (a token no other node uses)"
         )
     return problems
 
@@ -140,6 +152,16 @@ def _daily_time(v: str) -> str | None:
     return (
         None if re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", v) else "must be a time HH:MM (24-hour)"
     )
+
+
+def _node_role(v: str) -> str | None:
+    return None if v in ("bot", "web") else "must be bot or web"
+
+
+def _database_url(v: str) -> str | None:
+    if v and not re.fullmatch(r"postgres(ql)?://\S+", v):
+        return "must be a postgresql:// URL"
+    return None
 
 
 def _link_secret(v: str) -> str | None:
@@ -624,7 +646,7 @@ class Settings:
         "",
         group="Logging",
         example="/srv/shared/streambot.sqlite3",
-        doc="SQLite database; empty = DATA_DIR/streambot.sqlite3. Nodes sharing it share bans, files and revocations.",
+        doc="SQLite database; empty = DATA_DIR/streambot.sqlite3. Processes on this host may share it (local disk only, never a network volume); machines share DATABASE_URL.",
     )
     log_dir: Path = _setting(
         Path("logs"),
@@ -651,6 +673,30 @@ class Settings:
     )
 
     # ------------------------------------------------------------------ loading
+    # --- Nodes
+    node_role: str = _setting(
+        "bot",
+        group="Nodes",
+        example="bot",
+        doc="bot: the one node that logs in with BOT_TOKEN and talks to users (it also serves downloads). web: serves downloads only, with its own MULTI_TOKEN workers; BOT_TOKEN is never used.",
+        check=_node_role,
+    )
+    database_url: str = _setting(
+        "",
+        group="Nodes",
+        secret=True,
+        example="postgresql://streambot:password@db.internal:5432/streambot",
+        doc="PostgreSQL shared by nodes on several machines (files, revocations, bans, bandwidth). Empty = the SQLite file. Needs LINK_SECRET.",
+        check=_database_url,
+    )
+    database_pool_size: int = _setting(
+        5,
+        group="Nodes",
+        example="5",
+        doc="Connections this node keeps to DATABASE_URL (plus one that listens for revocations).",
+        check=_between(1, 100),
+    )
+
     @classmethod
     def from_env(
         cls,
@@ -681,7 +727,13 @@ class Settings:
                 continue
             text = environ.get(name, "").strip()
             if not text:
-                if meta["required"] and require_telegram:
+                # A web node never logs in as the main bot, so it needs no BOT_TOKEN.
+                web_node = environ.get("NODE_ROLE", "").strip() == "web"
+                if (
+                    meta["required"]
+                    and require_telegram
+                    and not (f.name == "bot_token" and web_node)
+                ):
                     problems.append(f"{name} is required, e.g. {name}={meta['example']}")
                 continue
             try:
@@ -808,24 +860,36 @@ def _parse(kind: Any, text: str) -> Any:
     return text
 
 
-def ensure_link_secret(settings: Settings) -> bytes:
-    """Return the link HMAC key: LINK_SECRET, else the one stored in DATA_DIR, else a new one.
+def load_link_secret(settings: Settings) -> tuple[bytes, bool]:
+    """The link HMAC key and whether it is new: LINK_SECRET, else DATA_DIR's, else generated.
 
-    A generated secret is written once (atomically, mode 0600) so links survive restarts.
-    Called at start-up, before the event loop runs.
+    A generated secret is *not* written yet: the store first checks it against the fingerprint
+    of the secret its links were signed with (a lost DATA_DIR/link_secret must not be silently
+    replaced over existing files), then :func:`save_link_secret` keeps it.
     """
     if settings.link_secret:
-        return settings.link_secret.encode()
+        return settings.link_secret.encode(), False
     path = settings.data_dir / "link_secret"
     tighten(path, FILE_MODE)  # whoever reads it can forge links
     if path.exists():
         value = path.read_text().strip()
         if len(value) >= 32:
-            return value.encode()
-    value = secrets.token_urlsafe(48)
+            return value.encode(), False
+    return secrets.token_urlsafe(48).encode(), True
+
+
+def save_link_secret(settings: Settings, secret: bytes) -> None:
+    """Keep a generated secret in DATA_DIR (atomically, mode 0600) so links survive restarts."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, value.encode() + b"\n", mode=0o600)
-    return value.encode()
+    atomic_write(settings.data_dir / "link_secret", secret + b"\n", mode=0o600)
+
+
+def ensure_link_secret(settings: Settings) -> bytes:
+    """The link secret, a generated one saved at once (for tools that have no store to ask)."""
+    secret, fresh = load_link_secret(settings)
+    if fresh:
+        save_link_secret(settings, secret)
+    return secret
 
 
 def render_sample() -> str:

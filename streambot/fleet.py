@@ -104,8 +104,12 @@ class Fleet:
     def __init__(
         self, clients: Sequence[FleetClient], *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if not clients or not clients[0].is_main:
-            raise ValueError("the first fleet client must be the main bot")
+        # A web node's fleet has no main bot: its first worker leads (it must start, as the main
+        # bot must on the bot node), and nothing in it receives updates.
+        if not clients:
+            raise ValueError("a fleet needs at least one client")
+        if any(fc.is_main for fc in clients[1:]):
+            raise ValueError("only the first fleet client may be the main bot")
         self.clients = list(clients)
         self._clock = clock
 
@@ -126,10 +130,11 @@ class Fleet:
         ``session_dir`` is made owner-only: a session file is a bot's auth key. pyrogram creates
         session files with the umask's mode, so existing ones are tightened here and new ones
         right after their first start (unreadable to others meanwhile: the folder is 0700).
+        An empty ``bot_token`` builds a web node's fleet: workers only, never the main bot.
         """
         private_dir(session_dir)
         tighten_all(session_dir, "*.session*")
-        specs = [(bot_token, True)] + [(t, False) for t in worker_tokens]
+        specs = ([(bot_token, True)] if bot_token else []) + [(t, False) for t in worker_tokens]
         clients = []
         for token, is_main in specs:
             name = session_name(token, is_main=is_main)
@@ -152,6 +157,7 @@ class Fleet:
 
     @property
     def main(self) -> FleetClient:
+        """The lead client: the main bot, or on a web node the first worker."""
         return self.clients[0]
 
     def by_name(self, name: str) -> FleetClient:
@@ -221,13 +227,14 @@ class Fleet:
             async with marker(f"Client start {fc.name}"):
                 await self.start_client(fc, channel_id=channel_id, timeout=timeout)
 
+        lead = "the main bot" if self.main.is_main else "the first worker bot"
         try:
             await start_one(self.main)
         except FleetError as exc:
-            raise FleetStartError(f"the main bot could not start: {exc}") from exc
+            raise FleetStartError(f"{lead} could not start: {exc}") from exc
         if self.main.state is ClientState.NO_ACCESS:
             raise FleetStartError(
-                f"the main bot {self.main.label()} cannot read BIN_CHANNEL {channel_id} "
+                f"{lead} {self.main.label()} cannot read BIN_CHANNEL {channel_id} "
                 f"({self.main.last_error}); add it as an admin of the channel"
             )
         for fc in self.clients[1:]:

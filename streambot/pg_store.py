@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from streambot.event_wait import wait_set
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
     FINGERPRINT_NAME,
@@ -44,7 +45,6 @@ from streambot.store import (
     check_scope_key,
     secret_problem,
 )
-from utils.event_wait import wait_set
 
 __all__ = ["REVOCATION_CHANNEL", "PgStore", "describe_dsn"]
 

@@ -15,6 +15,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from streambot.catalog import Catalog, FileInfo
 from streambot.fleet import Fleet
 from streambot.simulator.world import World
+from streambot.sqlite_store import SqliteStore
 from streambot.store import Store
 from utils.cleanup_scheduler import (
     CleanupScheduler,
@@ -52,7 +53,7 @@ class Records(logging.Handler):
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store(tmp_path / "db.sqlite3").open()
+    s = await SqliteStore(tmp_path / "db.sqlite3").open()
     yield s
     await s.close()
 

@@ -30,8 +30,13 @@ SECRET_FIELDS = [f for f in FIELDS if f.metadata["secret"]]
 
 def problems_for(**env: str) -> list[str]:
     """The problems reported for VALID with ``env`` on top (empty list: it loaded)."""
+    return problems_for_env({**VALID, **env})
+
+
+def problems_for_env(env: dict[str, str]) -> list[str]:
+    """The problems reported for exactly ``env``."""
     try:
-        Settings.from_env({**VALID, **env})
+        Settings.from_env(env)
     except ConfigError as exc:
         return exc.problems
     return []
@@ -143,10 +148,38 @@ def test_every_numeric_setting_rejects_text_with_its_example(name: str) -> None:
     assert line.endswith(f", e.g. {name}={field.metadata['example']}")
 
 
+# Settings whose example is only valid together with another setting (a cross-field rule).
+COMPANIONS = {"DATABASE_URL": {"LINK_SECRET": "k" * 32}}
+
+
 @pytest.mark.parametrize("field", [f for f in FIELDS if f.name != "worker_tokens"], ids=str)
 def test_every_example_is_itself_valid(field: dataclasses.Field[Any]) -> None:
     """The example shown for a setting is accepted for it, so following the advice works."""
-    assert problems_for(**{field.name.upper(): example_value(field)}) == []
+    name = field.name.upper()
+    assert problems_for(**{name: example_value(field)}, **COMPANIONS.get(name, {})) == []
+
+
+def test_shared_database_needs_an_explicit_link_secret() -> None:
+    """With DATABASE_URL every node must be given the same LINK_SECRET: a generated one would differ."""
+    url = "postgresql://u:p@db:5432/streambot"
+    (line,) = problems_for(DATABASE_URL=url)
+    assert line.startswith("LINK_SECRET is required when DATABASE_URL is set")
+    assert "p@db" not in line
+    assert problems_for(DATABASE_URL=url, LINK_SECRET="k" * 32) == []
+    (bad,) = problems_for(DATABASE_URL="mysql://db/x", LINK_SECRET="k" * 32)
+    assert bad.startswith("DATABASE_URL must be a postgresql:// URL")
+    assert "mysql" not in bad  # a URL may carry a password: never echoed
+
+
+def test_web_node_needs_workers_but_no_bot_token() -> None:
+    """NODE_ROLE=web: BOT_TOKEN may be absent, its own MULTI_TOKEN workers may not."""
+    without_bot = {k: v for k, v in VALID.items() if k != "BOT_TOKEN"}
+    (line,) = problems_for_env({**without_bot, "NODE_ROLE": "web"})
+    assert line.startswith("NODE_ROLE=web needs its own worker bots")
+    worker = "123456789:AAExampleExampleExampleExampleExam"
+    assert problems_for_env({**without_bot, "NODE_ROLE": "web", "MULTI_TOKEN1": worker}) == []
+    (role,) = problems_for(NODE_ROLE="both")
+    assert role.startswith("NODE_ROLE must be bot or web")
 
 
 def test_every_setting_has_docs_and_a_known_group() -> None:
@@ -241,6 +274,7 @@ def test_repr_and_str_hide_every_secret() -> None:
         "BOT_TOKEN": "987654321:AAsecretsecretsecretsecretsecretsec",
         "MULTI_TOKEN1": "111111111:AAworkerworkerworkerworkerworkerwor",
         "LINK_SECRET": "x" * 40,
+        "DATABASE_URL": "postgresql://streambot:pw-secret-0123@db:5432/streambot",
     }
     env = {**VALID, **secrets}
     for f in SECRET_FIELDS:

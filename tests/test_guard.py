@@ -10,6 +10,7 @@ import pytest
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.errors import LinkRevoked, QuotaExceeded
 from streambot.guard import LinkGuard
+from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, StoredFile
 
 from .clock import ManualClock
@@ -17,7 +18,7 @@ from .clock import ManualClock
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store(tmp_path / "shared.sqlite3").open()
+    s = await SqliteStore(tmp_path / "shared.sqlite3").open()
     try:
         yield s
     finally:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,11 +70,26 @@ JobFunc = Callable[[], Awaitable[object]]
 # --------------------------------------------------------------------------- job functions
 
 
-async def cleanup_bandwidth(store: Store, keep_days: int, *, today: date | None = None) -> int:
-    """Delete bandwidth rows of UTC days more than ``keep_days`` before ``today``; returns how many."""
+async def cleanup_bandwidth(
+    store: Store, keep_days: int, *, today: date | None = None, holder: str = ""
+) -> int:
+    """Delete bandwidth rows of UTC days more than ``keep_days`` before ``today``; returns how many.
+
+    Every node schedules this job, but the rows are shared: the first node to claim the day's
+    lease does it and the others skip it (a node that dies mid-way leaves it to tomorrow's run,
+    which deletes the same cut-off and more).
+    """
     today = today or datetime.now(UTC).date()
+    if not await store.claim_job("bandwidth_cleanup", today.isoformat(), holder or node_name()):
+        log.info("bandwidth cleanup for %s already claimed by another node", today)
+        return 0
     cutoff = today - timedelta(days=keep_days)
     return await store.delete_bandwidth_before(cutoff.isoformat())
+
+
+def node_name() -> str:
+    """This process, as other nodes see it in the job leases."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 async def collect_garbage(manager: MemoryManager) -> GcResult:
