@@ -250,7 +250,9 @@ async def _run(settings: Settings) -> int:
                 print("StreamBot stopped during start-up.", file=sys.stderr)
                 return 0
             try:
-                await web.TCPSite(runner, settings.bind_host, settings.port).start()
+                await web.TCPSite(
+                    runner, settings.bind_host, settings.port, reuse_port=settings.reuse_port or None
+                ).start()
             except OSError as exc:
                 return _fail(
                     f"cannot listen on {settings.bind_host}:{settings.port}: {exc.strerror}.",

@@ -230,6 +230,12 @@ class Settings:
     port: int = _setting(
         8080, group="Web server", example="8080", doc="TCP port of the HTTP server.", check=_port
     )
+    reuse_port: bool = _setting(
+        False,
+        group="Web server",
+        example="true",
+        doc="Several StreamBot processes on this host may listen on the same PORT; the kernel spreads new connections among them (SO_REUSEPORT).",
+    )
     shutdown_grace_seconds: float = _setting(
         10.0,
         group="Web server",
