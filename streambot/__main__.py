@@ -251,7 +251,10 @@ async def _run(settings: Settings) -> int:
                 return 0
             try:
                 await web.TCPSite(
-                    runner, settings.bind_host, settings.port, reuse_port=settings.reuse_port or None
+                    runner,
+                    settings.bind_host,
+                    settings.port,
+                    reuse_port=settings.reuse_port or None,
                 ).start()
             except OSError as exc:
                 return _fail(
