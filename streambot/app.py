@@ -35,8 +35,10 @@ from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
+from streambot.pg_store import PgStore
 from streambot.simulator import SimulatedTelegram, offline
-from streambot.store import Store, link_secret_fingerprint, make_store
+from streambot.sqlite_store import SqliteStore
+from streambot.store import Store, link_secret_fingerprint
 from streambot.streamer import Streamer, StreamerConfig
 from streambot.supervisor import Supervisor
 from streambot.units import KIB, MIB
@@ -148,10 +150,12 @@ async def create_app(
         on_error=metrics.count_error,
         sleep=sleep,
     )
-    store = make_store(  # opened by _store_ctx
-        database_url=settings.database_url,
-        database_file=settings.database_file,
-        pool_size=settings.database_pool_size,
+    # The engine: PostgreSQL when nodes share DATABASE_URL, else the SQLite file (opened by
+    # _store_ctx either way).
+    store: Store = (
+        PgStore(settings.database_url, pool_size=settings.database_pool_size)
+        if settings.database_url
+        else SqliteStore(settings.database_file)
     )
     bandwidth = Bandwidth(
         store,

@@ -19,7 +19,6 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Final, Protocol
 
 __all__ = [
@@ -31,7 +30,6 @@ __all__ = [
     "StoreError",
     "StoredFile",
     "link_secret_fingerprint",
-    "make_store",
     "secret_problem",
 ]
 
@@ -141,24 +139,6 @@ class Store(Protocol):
     async def claim_job(self, job: str, period: str, holder: str) -> bool:
         """True for exactly one caller per ``(job, period)`` across every node sharing the store."""
         ...
-
-
-def make_store(
-    *,
-    database_url: str,
-    database_file: Path | str,
-    pool_size: int = 5,
-    clock: Callable[[], float] | None = None,
-) -> Store:
-    """The configured engine's store, not yet opened (``await store.open()`` in the lifecycle)."""
-    kwargs = {} if clock is None else {"clock": clock}
-    if database_url:
-        from streambot.pg_store import PgStore  # asyncpg is only imported when it is used
-
-        return PgStore(database_url, pool_size=pool_size, **kwargs)
-    from streambot.sqlite_store import SqliteStore
-
-    return SqliteStore(database_file, **kwargs)
 
 
 def link_secret_fingerprint(secret: bytes) -> str:
