@@ -289,7 +289,7 @@ def _run_on_simulator(settings: Settings, info_file: Path) -> int:
         print(f"--telegram: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     log.info("Telegram is the simulator at %s", info.control_url)
-    with pointed_at(info.dcs, info.rsa_public_key):
+    with pointed_at(info.dcs, info.rsa_public_key, media_dcs=info.media_dcs):
         return asyncio.run(_run(settings))
 
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -33,9 +33,10 @@ from streambot.simulator.samples import (
     parse_size,
     seed_files,
 )
-from streambot.simulator.wire.info import InfoError, SimulatorInfo
-from streambot.simulator.wire.process import READY_LINE
 from streambot.simulator.world import World, build_world, simulated_settings, world_settings
+
+if TYPE_CHECKING:  # the wire half (MTProto server, cryptography) loads only in wire mode
+    from streambot.simulator.wire.info import SimulatorInfo
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,9 @@ async def simulator_process(
     Readiness is its "ready" line on stdout (after the info file is complete), not a poll; the
     rest of its output goes to our stderr. On exit it gets SIGTERM, then SIGKILL after 10 s.
     """
+    from streambot.simulator.wire.info import InfoError, SimulatorInfo
+    from streambot.simulator.wire.process import READY_LINE
+
     info_path = workdir / "simulator.json"
     cmd = [sys.executable, "-m", "streambot", "simulator", "--info-out", str(info_path)]
     cmd += ["--workers", str(workers), "--rtt-ms", str(rtt_ms)]
@@ -302,7 +306,7 @@ async def run_demo(
                     port=port,
                     data_dir=data_dir,
                 )
-                with pointed_at(info.dcs, info.rsa_public_key):
+                with pointed_at(info.dcs, info.rsa_public_key, media_dcs=info.media_dcs):
                     await _serve(
                         settings,
                         stop,

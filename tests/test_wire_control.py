@@ -174,9 +174,11 @@ def test_info_file_round_trips_and_names_what_is_missing() -> None:
         admin_id=100001,
         rsa_public_key="-----BEGIN RSA PUBLIC KEY-----\n...",
         files=(InfoFile("a.bin", 10, 1, 2), InfoFile("b.mp4", 20, 2, 4, path="/tmp/b.mp4")),
+        media_dcs={2: ("127.0.0.1", 4102)},
     )
     data = info.to_json()
     assert data["dcs"] == {"1": "127.0.0.1:4001", "2": "127.0.0.1:4002"}
+    assert data["media_dcs"] == {"2": "127.0.0.1:4102"}
     assert "path" not in data["files"][0]
     assert data["files"][1]["path"] == "/tmp/b.mp4"
     assert SimulatorInfo.from_json(data) == info

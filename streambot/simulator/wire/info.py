@@ -41,13 +41,17 @@ class SimulatorInfo:
     admin_id: int
     rsa_public_key: str  # PEM of the key the simulator signs its DH answers with
     files: tuple[InfoFile, ...] = ()
+    # dc id -> (host, port) of its media-only address: media sessions connect there, so the
+    # server can tell them from a second main connection (which would be AUTH_KEY_DUPLICATED).
+    media_dcs: dict[int, tuple[str, int]] = field(default_factory=dict)
     pid: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("extra")
-        out["dcs"] = {str(dc): f"{host}:{port}" for dc, (host, port) in sorted(self.dcs.items())}
+        out["dcs"] = _addresses(self.dcs)
+        out["media_dcs"] = _addresses(self.media_dcs)
         out["worker_tokens"] = list(self.worker_tokens)
         out["files"] = [
             {k: v for k, v in asdict(f).items() if v is not None or k != "path"} for f in self.files
@@ -59,10 +63,8 @@ class SimulatorInfo:
         if not isinstance(data, dict):
             raise InfoError("not a JSON object")
         try:
-            dcs: dict[int, tuple[str, int]] = {}
-            for dc, address in data["dcs"].items():
-                host, _, port = str(address).rpartition(":")
-                dcs[int(dc)] = (host, int(port))
+            dcs = _parse_addresses(data["dcs"])
+            media_dcs = _parse_addresses(data.get("media_dcs", {}))
             if not dcs:
                 raise InfoError("dcs is empty")
             files = tuple(
@@ -78,7 +80,7 @@ class SimulatorInfo:
             )
             known = {
                 "control_url", "dcs", "api_id", "api_hash", "bot_token", "worker_tokens",
-                "bin_channel", "admin_id", "rsa_public_key", "files", "pid",
+                "bin_channel", "admin_id", "rsa_public_key", "files", "media_dcs", "pid",
             }  # fmt: skip
             return cls(
                 control_url=str(data["control_url"]),
@@ -91,6 +93,7 @@ class SimulatorInfo:
                 admin_id=int(data["admin_id"]),
                 rsa_public_key=str(data["rsa_public_key"]),
                 files=files,
+                media_dcs=media_dcs,
                 pid=int(data.get("pid", 0)),
                 extra={k: v for k, v in data.items() if k not in known},
             )
@@ -113,3 +116,15 @@ class SimulatorInfo:
             return cls.from_json(data)
         except InfoError as exc:
             raise InfoError(f"{path}: {exc}") from exc
+
+
+def _addresses(dcs: dict[int, tuple[str, int]]) -> dict[str, str]:
+    return {str(dc): f"{host}:{port}" for dc, (host, port) in sorted(dcs.items())}
+
+
+def _parse_addresses(data: Any) -> dict[int, tuple[str, int]]:
+    out: dict[int, tuple[str, int]] = {}
+    for dc, address in data.items():
+        host, _, port = str(address).rpartition(":")
+        out[int(dc)] = (host.strip("[]"), int(port))
+    return out

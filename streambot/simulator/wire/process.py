@@ -86,6 +86,7 @@ async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo
             admin_id=DEMO_ADMIN_ID,
             rsa_public_key=wire.rsa_public_pem,
             files=files,
+            media_dcs=dict(wire.media_dcs),
             pid=os.getpid(),
         )
         info_json.update(info.to_json())
