@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from routes import api, download, keys, player
+from streambot.admission import Admission
 from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.bot.handlers import BotContext, BotHandlers
@@ -274,7 +275,8 @@ async def create_app(
     app[keys.SUPERVISOR] = supervisor
 
     # Memory first: under memory pressure nothing else should even be looked at.
-    app[keys.ADMISSION] = [memory, guard]
+    admission: list[Admission] = [memory, guard]
+    app[keys.ADMISSION] = admission
     registry.listeners.append(bandwidth.on_progress)
 
     if simulator is not None:

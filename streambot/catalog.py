@@ -110,17 +110,21 @@ def describe(message: types.Message) -> tuple[FileInfo, FileId]:
 
 
 def location_of(file_id: FileId) -> FileLocation:
+    media_id, access_hash = file_id.media_id, file_id.access_hash
+    if media_id is None or access_hash is None:
+        # Photo and document file ids always carry both; any other kind cannot be streamed.
+        raise FileNotFound(f"a {file_id.file_type.name.lower()} file id names no media")
     if file_id.file_type is FileType.PHOTO:
         loc: raw.base.InputFileLocation = raw.types.InputPhotoFileLocation(
-            id=file_id.media_id,
-            access_hash=file_id.access_hash,
+            id=media_id,
+            access_hash=access_hash,
             file_reference=file_id.file_reference,
             thumb_size=file_id.thumbnail_size,
         )
     else:
         loc = raw.types.InputDocumentFileLocation(
-            id=file_id.media_id,
-            access_hash=file_id.access_hash,
+            id=media_id,
+            access_hash=access_hash,
             file_reference=file_id.file_reference,
             thumb_size="",
         )

@@ -140,6 +140,11 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _wait_seconds(exc: FloodWait | FloodPremiumWait) -> float:
+    """The wait Telegram asked for; pyrogram parses the number out of the error into ``value``."""
+    return float(exc.value) if isinstance(exc.value, int) else 0.0
+
+
 def _cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -387,7 +392,7 @@ class Streamer:
                     retry_delay=0,
                 )
             except (FloodWait, FloodPremiumWait) as exc:
-                seconds = float(exc.value or 0)
+                seconds = _wait_seconds(exc)
                 failures += 1
                 if seconds > cfg.flood_sleep_threshold or failures > cfg.retries:
                     raise
@@ -432,7 +437,7 @@ class Streamer:
             return
         if isinstance(exc, FloodWait | FloodPremiumWait):
             self._on_error("flood_wait")
-            seconds = float(exc.value or 0)
+            seconds = _wait_seconds(exc)
             self._fleet.cool_down(fc, seconds)
             log.warning("%s in FloodWait for %ss; moving the stream", fc.name, seconds)
         elif isinstance(exc, ShortRead):

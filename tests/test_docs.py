@@ -89,6 +89,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci
     assert "ruff check ." in ci
     assert "ruff format --check ." in ci
+    assert "\n.venv/bin/mypy\n" in ci
+
+
+def test_mypy_is_strict_and_overrides_only_third_party_modules() -> None:
+    """[tool.mypy] is strict over the three packages; overrides name no module of ours."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True
+    assert config["files"] == ["streambot", "routes", "utils"]
+    ours = ("streambot", "routes", "utils")
+    for override in config.get("overrides", []):
+        for module in override["module"]:
+            assert module.split(".")[0] not in ours, module
 
 
 def test_readme_explains_kurigram_and_pins_match() -> None:

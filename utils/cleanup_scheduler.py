@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -205,7 +205,7 @@ class CleanupScheduler:
         """Create the scheduler on the running loop and schedule every job (call inside the loop)."""
         if self._scheduler is not None:
             raise RuntimeError("the scheduler is already started")
-        options = {"event_loop": asyncio.get_running_loop()}
+        options: dict[str, Any] = {"event_loop": asyncio.get_running_loop()}
         if self._timezone is not None:
             options["timezone"] = self._timezone
         self._scheduler = AsyncIOScheduler(**options)

@@ -202,9 +202,14 @@ class MemoryManager:
         lag a new request would see. Nothing busy-waits here.
         """
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
+        done: asyncio.Future[float] = loop.create_future()
         started = loop.time()
-        loop.call_soon(lambda: done.done() or done.set_result(loop.time()))
+
+        def answer() -> None:
+            if not done.done():
+                done.set_result(loop.time())
+
+        loop.call_soon(answer)
         lag = max(0.0, await done - started)
         self.last_lag = lag
         return lag
@@ -286,11 +291,16 @@ class MemoryManager:
         return result
 
     def _tell_admins(self, text: str) -> None:
-        if self._notify is None:
+        notify = self._notify
+        if notify is None:
             return
+
+        async def send() -> None:
+            await notify(text)
+
         # In the background: the request that crossed the line gets its 503 at once, not after
         # a Telegram round trip. The task is kept so it is neither collected nor lost at close.
-        task = asyncio.get_running_loop().create_task(self._notify(text), name="memory-alert")
+        task = asyncio.get_running_loop().create_task(send(), name="memory-alert")
         self._notifications.add(task)
         task.add_done_callback(self._notification_done)
 

@@ -400,7 +400,7 @@ class BotHandlers:
             return
         except RPCError as exc:
             log.error("copying to storage failed: %s", exc.ID)
-            await message.reply_text(_copy_error_text(exc.ID))
+            await message.reply_text(_copy_error_text(exc.ID or ""))
             return
         if stored is None:
             # Telegram accepted the copy but its answer carried no message: there is nothing

@@ -66,9 +66,12 @@ def offline(telegram: SimulatedTelegram) -> Iterator[SimulatedTelegram]:
     """
     bound = type("BoundSimSession", (SimSession,), {"telegram": telegram})
     auth = type("BoundSimAuth", (SimAuth,), {"telegram": telegram})
-    saved = pyrogram.client.Session, pyrogram.client.Auth
-    pyrogram.client.Session, pyrogram.client.Auth = bound, auth  # type: ignore[misc]
+    # Through the module's namespace: SimAuth only quacks like pyrogram's Auth (it has no
+    # base class there), so a typed attribute assignment would not describe what happens.
+    names = vars(pyrogram.client)
+    saved = {"Session": names["Session"], "Auth": names["Auth"]}
+    names.update(Session=bound, Auth=auth)
     try:
         yield telegram
     finally:
-        pyrogram.client.Session, pyrogram.client.Auth = saved  # type: ignore[misc]
+        names.update(saved)

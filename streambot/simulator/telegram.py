@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from pyrogram import raw
 from pyrogram.errors import RPCError
@@ -45,7 +45,7 @@ MEDIA_KINDS: tuple[MediaKind, ...] = (
 FaultKind = Literal["rpc", "oserror", "drop", "no_message"]
 
 
-def wire(obj: TLObject) -> Any:
+def wire(obj: TLObject[Any]) -> Any:
     """Serialize and parse back, so objects look exactly like ones read off the network.
 
     Hand-built raw objects leave optional vectors as ``None``; decoded ones have ``[]``, and pyrogram's
@@ -198,7 +198,10 @@ class SimFile:
             attributes=attrs,
         )
         return raw.types.MessageMediaDocument(
-            document=document, **{k: v or None for k, v in flags.items()}
+            document=document,
+            video=flags.get("video") or None,
+            round=flags.get("round") or None,
+            voice=flags.get("voice") or None,
         )
 
 
@@ -502,7 +505,7 @@ class SimulatedTelegram:
         bot_id = await session.client.storage.user_id()
         return self.bots.get(bot_id) if bot_id else None
 
-    async def handle(self, session: SimSession, query: TLObject) -> Any:
+    async def handle(self, session: SimSession, query: TLObject[Any]) -> Any:
         while isinstance(
             query, raw.functions.InvokeWithoutUpdates | raw.functions.InvokeWithTakeout
         ):
@@ -550,7 +553,7 @@ class SimulatedTelegram:
         return wire(result)
 
     def _apply_faults(
-        self, name: str, bot: SimBot | None, query: TLObject, dc_id: int | None = None
+        self, name: str, bot: SimBot | None, query: TLObject[Any], dc_id: int | None = None
     ) -> bool:
         """Raise the first matching fault; True if it says "answer with no message"."""
         for fault in self.faults:
@@ -579,10 +582,11 @@ class SimulatedTelegram:
         return False
 
     @staticmethod
-    def _err(query: TLObject, code: int, message: str) -> None:
+    def _err(query: TLObject[Any], code: int, message: str) -> NoReturn:
         RPCError.raise_it(raw.types.RpcError(error_code=code, error_message=message), type(query))
+        raise AssertionError("RPCError.raise_it returned")  # it always raises
 
-    def _require_bot(self, bot: SimBot | None, query: TLObject) -> SimBot:
+    def _require_bot(self, bot: SimBot | None, query: TLObject[Any]) -> SimBot:
         if bot is None:
             self._err(query, 401, "AUTH_KEY_UNREGISTERED")
         assert bot is not None
@@ -599,7 +603,7 @@ class SimulatedTelegram:
             raw.types.DcOption(id=dc, ip_address="127.0.0.1", port=443, media_only=True)
             for dc in range(1, 6)
         ]
-        numbers = dict.fromkeys(
+        numbers: dict[str, Any] = dict.fromkeys(
             [
                 "chat_size_max",
                 "megagroup_size_max",
@@ -705,7 +709,7 @@ class SimulatedTelegram:
 
     def on_channels_GetChannels(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         bot = self._require_bot(bot, q)
-        chats = [self._channel_for(bot, ic, q).raw_channel() for ic in q.id]
+        chats: list[raw.base.Chat] = [self._channel_for(bot, ic, q).raw_channel() for ic in q.id]
         return raw.types.messages.Chats(chats=chats)
 
     def _raw_message(self, peer_key: int, msg: SimMessage, bot: SimBot, peer: Any) -> Any:
@@ -725,7 +729,7 @@ class SimulatedTelegram:
         if q.channel.access_hash != channel.access_hash:
             self._err(q, 400, "CHANNEL_INVALID")
         peer = raw.types.PeerChannel(channel_id=channel.channel_id)
-        out = []
+        out: list[raw.base.Message] = []
         for item in q.id:
             msg = self.messages.get((channel.chat_id, item.id))
             if msg is None:
