@@ -229,7 +229,7 @@ class PgStore:
 
     async def ban(self, user_id: int, *, by: int, reason: str = "") -> bool:
         now = self._clock()
-        status = await self._write(
+        status: str = await self._write(
             lambda c: c.execute(
                 "INSERT INTO bans (user_id, banned_by, reason, banned_at) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (user_id) DO NOTHING",
@@ -242,7 +242,7 @@ class PgStore:
         return status == "INSERT 0 1"
 
     async def unban(self, user_id: int) -> bool:
-        status = await self._write(
+        status: str = await self._write(
             lambda c: c.execute("DELETE FROM bans WHERE user_id = $1", user_id)
         )
         return status == "DELETE 1"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import dataclasses
+import functools
 import logging
 import sqlite3
 import threading
@@ -560,7 +561,7 @@ class SqliteStore:
         for target in range(1, latest_version() + 1):
             if self._user_version(conn) >= target:
                 continue  # up to date: don't take the write lock for nothing
-            self._transaction(conn, lambda c, target=target: self._migrate_to(c, target))
+            self._transaction(conn, functools.partial(self._migrate_to, target=target))
         self._schema_version = self._user_version(conn)
 
     def _migrate_to(self, conn: sqlite3.Connection, target: int) -> None:
