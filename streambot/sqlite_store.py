@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
+from streambot.backoff import Backoff
 from streambot.private import private_file, tighten_all
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
@@ -48,6 +49,20 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 MEMORY: Final = ":memory:"
+
+#: How long SQLite waits for another process's lock, and the bound on retrying the WAL switch.
+_BUSY_TIMEOUT_MS: Final = 5000
+_WAL_RETRY_BASE_SECONDS: Final = 0.005
+_WAL_RETRY_MAX_SECONDS: Final = 0.2
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY ("database is locked"), as opposed to a real failure."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) == sqlite3.SQLITE_BUSY
+    return "locked" in str(exc)
+
 
 _FILE_COLUMNS: Final = "id, owner_id, message_id, unique_id, name, size, mime_type, created_at"
 
@@ -550,11 +565,11 @@ class SqliteStore:
         logger.info("store %s open at schema version %s", self._path, self._schema_version)
 
     def _configure_and_migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         # Check before switching to WAL so a newer build's file is not modified at all.
         self._check_version(self._user_version(conn))
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._switch_to_wal(conn)
         # NORMAL is durable against application crashes in WAL mode; only a power loss
         # can drop the last commits, which is acceptable for counters and caches.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -563,6 +578,32 @@ class SqliteStore:
                 continue  # up to date: don't take the write lock for nothing
             self._transaction(conn, functools.partial(self._migrate_to, target=target))
         self._schema_version = self._user_version(conn)
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
+
+        Switching a fresh (rollback-journal) file to WAL reads it under a SHARED lock and then
+        needs EXCLUSIVE. When two processes do that at the same moment, SQLite sees a deadlock
+        and answers SQLITE_BUSY at once, without calling the busy handler, so busy_timeout
+        cannot help: several nodes starting together on a new database would lose the race.
+        Retrying after the other process has finished is all it takes (it leaves the file
+        in WAL, where the pragma is a no-op).
+        """
+        backoff = Backoff(_WAL_RETRY_BASE_SECONDS, maximum=_WAL_RETRY_MAX_SECONDS, jitter=0.5)
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        attempt = 0
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                attempt += 1
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                logger.debug("%s busy switching to WAL (try %d): %s", self._path, attempt, exc)
+                # This runs on the store's own worker thread, before the store is usable:
+                # a blocking sleep stalls nothing else.
+                time.sleep(backoff.delay(attempt))
 
     def _migrate_to(self, conn: sqlite3.Connection, target: int) -> None:
         # Re-read inside the write lock: another process may have migrated meanwhile.

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
+import multiprocessing
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,6 +201,103 @@ async def test_failed_migration_rolls_back(tmp_path: Path) -> None:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "files_owner_created" not in indexes  # the earlier v2 statements rolled back too
     assert store_threads() == []
+
+
+_HOLD_FRESH_FILE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("CREATE TABLE other_process (a)")
+print("held", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+"""
+
+
+async def test_wal_switch_waits_for_another_process_instead_of_failing(tmp_path: Path) -> None:
+    """Another process writing a fresh (rollback-journal) file makes SQLite refuse the WAL
+    switch at once, busy_timeout or not; open() retries until that process is done."""
+    path = tmp_path / "streambot.db"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLD_FRESH_FILE,
+        str(path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    retried = threading.Event()
+
+    class _Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "busy switching to WAL" in record.getMessage():
+                retried.set()
+
+    handler = _Retries(logging.DEBUG)
+    store_logger = logging.getLogger("streambot.sqlite_store")
+    level = store_logger.level
+    store_logger.addHandler(handler)
+    store_logger.setLevel(logging.DEBUG)
+    try:
+        assert (await holder.stdout.readline()).strip() == b"held"
+        store = SqliteStore(path)
+        opening = asyncio.create_task(store.open())
+        assert await asyncio.to_thread(retried.wait, 10), "open() never met the lock"
+        assert not opening.done()
+        holder.stdin.write(b"go\n")
+        await holder.stdin.drain()
+        await opening
+        assert store.schema_version == LATEST_VERSION
+        await store.close()
+    finally:
+        store_logger.removeHandler(handler)
+        store_logger.setLevel(level)
+        if holder.returncode is None:
+            holder.stdin.close()
+        await holder.wait()
+    assert pragma(path, "journal_mode") == "wal"
+
+
+def _open_fresh_databases(paths: list[str], barrier: Any, results: Any) -> None:
+    """Child process: open each fresh database at the same moment as the other children."""
+
+    async def open_one(path: str) -> str:
+        store = SqliteStore(path)
+        try:
+            await store.open()
+            return "ok"
+        except StoreError as exc:
+            return str(exc)
+        finally:
+            await store.close()
+
+    for path in paths:
+        barrier.wait()
+        results.put(asyncio.run(open_one(path)))
+
+
+def test_processes_opening_one_fresh_database_together_all_start(tmp_path: Path) -> None:
+    """Three real processes open each of 20 new database files at the same moment: all 60
+    opens succeed and every file ends up migrated, in WAL mode."""
+    ctx = multiprocessing.get_context("spawn")
+    paths = [str(tmp_path / f"race{i}" / "streambot.db") for i in range(20)]
+    barrier = ctx.Barrier(3)
+    results = ctx.Queue()
+    children = [
+        ctx.Process(target=_open_fresh_databases, args=(paths, barrier, results)) for _ in range(3)
+    ]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=60) for _ in range(3 * len(paths))]
+    for child in children:
+        child.join(30)
+    assert [c.exitcode for c in children] == [0, 0, 0]
+    assert outcomes == ["ok"] * len(outcomes)
+    for path in paths:
+        assert pragma(Path(path), "journal_mode") == "wal"
+        assert pragma(Path(path), "user_version") == LATEST_VERSION
 
 
 async def test_garbage_file_raises_store_error(tmp_path: Path) -> None:
