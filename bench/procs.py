@@ -278,6 +278,10 @@ def demo_server(
             "LOG_LEVEL": "WARNING",
             "LOG_DIR": str(run_dir / "logs"),
             "SHUTDOWN_GRACE_SECONDS": "1",
+            # Every simulated viewer comes from 127.0.0.1: per-client caps would measure
+            # themselves, not the server (the hostile-clients scenario sets its own).
+            "MAX_STREAMS_PER_CLIENT": "100000",
+            "MAX_CONNECTIONS_PER_CLIENT": "100000",
             **settings,
         }
     )

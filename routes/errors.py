@@ -14,7 +14,7 @@ from aiohttp import web
 
 from streambot import links
 from streambot.errors import FileNotFound, LinkRevoked, QuotaExceeded, ServiceBusy, StreamAborted
-from utils.stream_cleanup import RegistryFull
+from utils.stream_cleanup import ClientStreamsFull, RegistryFull
 
 __all__ = ["REFUSED", "Refusal", "refusal_for"]
 
@@ -62,6 +62,13 @@ _TABLE: tuple[_Row, ...] = (
     _Row(LinkRevoked, 410, "This link was revoked.", "Link no longer valid"),
     _Row(QuotaExceeded, 429, None, "Too many requests", FROM_ERROR),
     _Row(ServiceBusy, 503, None, "Busy right now", FROM_ERROR),
+    _Row(
+        ClientStreamsFull,
+        429,
+        "Too many downloads from your address; try again shortly.",
+        "Too many requests",
+        10,
+    ),
     _Row(
         RegistryFull, 503, "Too many downloads right now; try again shortly.", "Busy right now", 10
     ),

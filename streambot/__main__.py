@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from aiohttp import web
-
 from streambot.config import ConfigError, Settings, load_link_secret
 
 if TYPE_CHECKING:
@@ -221,7 +219,7 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> tuple[bool,
 
 
 async def _run(settings: Settings) -> int:
-    from streambot.app import create_app
+    from streambot.app import create_app, make_runner, make_site
     from streambot.fleet import FleetError
     from streambot.store import StoreError
 
@@ -232,9 +230,7 @@ async def _run(settings: Settings) -> int:
             app = await create_app(settings, link_secret=secret, link_secret_fresh=fresh)
         except OSError as exc:
             return _fail(f"DATA_DIR {settings.data_dir} is not usable: {exc.strerror}.")
-        runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
-        )
+        runner = make_runner(app)
         try:
             try:
                 started, _ = await unless_stopped(runner.setup(), stop)
@@ -250,11 +246,8 @@ async def _run(settings: Settings) -> int:
                 print("StreamBot stopped during start-up.", file=sys.stderr)
                 return 0
             try:
-                await web.TCPSite(
-                    runner,
-                    settings.bind_host,
-                    settings.port,
-                    reuse_port=settings.reuse_port or None,
+                await make_site(
+                    runner, settings.bind_host, settings.port, reuse_port=settings.reuse_port
                 ).start()
             except OSError as exc:
                 return _fail(

@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from routes import api, download, keys, player
+from routes import api, client_address, download, keys, player
+from routes.connections import ConnectionGuard, GuardedSite
 from streambot.admission import Admission
 from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
@@ -79,6 +80,7 @@ class Services:
     memlog: MemoryLog
     supervisor: Supervisor
     scheduler: CleanupScheduler
+    connections: ConnectionGuard
     simulator: SimulatedTelegram | None = None
     log_filter: SmartLogFilter | None = None
     link_secret_fresh: bool = False
@@ -111,7 +113,12 @@ async def create_app(
     (streamer, supervisor): tests pass a virtual time whose sleep advances its clock, so a
     FloodWait is waited out without spending real seconds.
     """
-    app = web.Application(client_max_size=1024)
+    trusted = client_address.parse_networks(settings.trusted_proxies)
+    # First middleware: every handler, log line and cap sees the client behind a trusted proxy.
+    app = web.Application(
+        client_max_size=1024,
+        middlewares=[client_address.middleware(trusted, settings.forwarded_header)],
+    )
     bot_node = settings.node_role == "bot"
     fleet = Fleet.build(
         api_id=settings.api_id,
@@ -125,7 +132,9 @@ async def create_app(
         clock=clock,
     )
     metrics = Metrics()
-    registry = StreamRegistry(limit=settings.max_streams)
+    registry = StreamRegistry(
+        limit=settings.max_streams, per_client=settings.max_streams_per_client
+    )
     metrics.track_active_streams(lambda: len(registry))
     catalog = Catalog(
         fleet,
@@ -257,6 +266,10 @@ async def create_app(
         memlog=memlog,
         supervisor=supervisor,
         scheduler=scheduler,
+        connections=ConnectionGuard(
+            settings.max_connections_per_client,
+            exempt=lambda peer: client_address.is_trusted(peer, trusted),
+        ),
         simulator=simulator,
         link_secret_fresh=link_secret_fresh,
         log_filter=log_filter,
@@ -492,6 +505,34 @@ async def _on_shutdown(app: web.Application) -> None:
     if len(services.registry) and not await services.registry.wait_idle(grace):
         cut = await services.registry.cancel_all()
         log.info("shutdown: cut %d stream(s) still running after %.0fs", cut, grace)
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The one way the HTTP server is run (CLI, demo, tests over real sockets).
+
+    aiohttp's keep-alive timer closes a connection that has no complete request head
+    HTTP_KEEPALIVE_SECONDS after it opened or after its last response (aiohttp's own default is
+    3,630 s): idle keep-alive sockets and slowly dribbled headers are both bounded by it.
+    """
+    settings = app[SERVICES].settings
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        keepalive_timeout=settings.http_keepalive_seconds,
+        access_log_class=client_address.AccessLogger,
+    )
+
+
+def make_site(
+    runner: web.AppRunner, host: str, port: int, *, reuse_port: bool = False
+) -> GuardedSite:
+    """A TCP site behind the per-client connection cap; ``await site.start()`` to listen.
+
+    ``reuse_port``: several processes share the port (SO_REUSEPORT), see REUSE_PORT.
+    """
+    app = runner.app
+    return GuardedSite(runner, app[SERVICES].connections, host, port, reuse_port=reuse_port)
 
 
 async def stats_report(fleet: Fleet, registry: StreamRegistry) -> str:

@@ -8,6 +8,7 @@ committed sample identical to :func:`render_sample`), so code, docs and the samp
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -164,6 +165,17 @@ def _database_url(v: str) -> str | None:
     return None
 
 
+def _networks(v: str) -> str | None:
+    for item in re.split(r"[,\s]+", v.strip()):
+        if not item:
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"has {item!r}, which is not an IP address or network"
+    return None
+
+
 def _link_secret(v: str) -> str | None:
     return None if not v or len(v) >= 32 else "must be at least 32 characters"
 
@@ -242,6 +254,45 @@ class Settings:
         example="10",
         doc="On shutdown, running downloads get this long to finish before they are cut.",
         check=_at_least(0),
+    )
+    http_keepalive_seconds: float = _setting(
+        15.0,
+        group="Web server",
+        example="15",
+        doc="A connection with no complete request head this long after it opened or after its last response is closed: bounds idle keep-alive connections and slowly sent headers alike.",
+        check=_at_least(0.1),
+    )
+    max_connections_per_client: int = _setting(
+        32,
+        group="Web server",
+        example="32",
+        doc="Open connections one client address may hold; more get 503 with Retry-After and are closed (trusted proxies are exempt).",
+        check=_at_least(1),
+    )
+    max_streams_per_client: int = _setting(
+        16,
+        group="Web server",
+        example="16",
+        doc="Concurrent downloads one client address may run (download managers open up to 16); more get 429 with Retry-After.",
+        check=_at_least(1),
+    )
+    trusted_proxies: str = _setting(
+        "",
+        group="Web server",
+        example="127.0.0.1, 10.0.0.0/8",
+        doc="Reverse proxies (addresses or networks) whose FORWARDED_HEADER names the client for logs, per-client caps and the stream list; ignored from anyone else. Empty = none.",
+        check=_networks,
+    )
+    forwarded_header: str = _setting(
+        "X-Forwarded-For",
+        group="Web server",
+        example="Forwarded",
+        doc="The header your proxy writes: X-Forwarded-For or Forwarded (RFC 7239). The other one is never read: the client may have sent it.",
+        check=lambda v: (
+            None
+            if v.lower() in ("x-forwarded-for", "forwarded")
+            else "must be X-Forwarded-For or Forwarded"
+        ),
     )
     # --- Links
     link_secret: str = _setting(

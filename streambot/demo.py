@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-from aiohttp import web
 
-from streambot.app import SERVICES, create_app
+from streambot.app import SERVICES, create_app, make_runner, make_site
 from streambot.atomicfile import atomic_write
 from streambot.bot.handlers import BotContext
 from streambot.config import Settings, ensure_link_secret
@@ -347,14 +346,12 @@ async def _serve(
     """The application and its web server, the links, and the admin chat, until ``stop``."""
     secret = ensure_link_secret(settings)
     app = await create_app(settings, link_secret=secret, simulator=simulator)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
-    )
+    runner = make_runner(app)
     loop = asyncio.get_running_loop()
     chat_task: asyncio.Task[None] | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.bind_host, settings.port)
+        site = make_site(runner, settings.bind_host, settings.port)
         await site.start()
         found = entries(app[SERVICES].bot.ctx)
         if links_out is not None:

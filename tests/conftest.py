@@ -65,7 +65,12 @@ async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     async def start(world: World, *, time: VirtualTime | None = None, **overrides: Any) -> Running:
         data_dir = tmp_path / f"data{len(running)}"
         settings = world_settings(Settings(), world, data_dir=data_dir)
-        settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
+        # Every test client is 127.0.0.1, and most tests run many viewers: the per-client caps
+        # stay out of their way unless a test sets them (tests/test_connections.py does).
+        uncapped = {"max_streams_per_client": 1_000_000, "max_connections_per_client": 1_000_000}
+        settings = dataclasses.replace(
+            settings, log_dir=tmp_path / "logs", **{**uncapped, **overrides}
+        )
         timing: dict[str, Any] = {"clock": time, "sleep": time.sleep} if time else {}
         app = await create_app(
             settings, link_secret=LINK_SECRET, simulator=world.telegram, **timing

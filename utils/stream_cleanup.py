@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 
 class RegistryFull(Exception):
     """The configured maximum of concurrent streams is reached."""
+
+
+class ClientStreamsFull(RegistryFull):
+    """This client address already runs its maximum of concurrent streams (MAX_STREAMS_PER_CLIENT).
+
+    Without it a few stalled readers from one address could hold every slot until the sweep.
+    """
 
 
 @dataclass(eq=False, slots=True)
@@ -56,8 +64,18 @@ class TrackedStream:
 class StreamRegistry:
     """Live streams by id, bounded by ``limit``; time comes from an injectable clock."""
 
-    def __init__(self, *, limit: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int = 1000,
+        per_client: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
+        #: Most streams one ``remote`` may run at once; 0 = no per-client cap.
+        self.per_client = per_client
+        # Streams per remote address; an entry exists only while that remote streams.
+        self._per_remote: Counter[str] = Counter()
         self._clock = clock
         self._streams: dict[int, TrackedStream] = {}
         self._ids = itertools.count(1)
@@ -88,6 +106,8 @@ class StreamRegistry:
         """Register the current task's stream for the duration of the block."""
         if len(self._streams) >= self.limit:
             raise RegistryFull(f"{self.limit} streams are already running")
+        if self.per_client and self._per_remote[remote] >= self.per_client:
+            raise ClientStreamsFull(f"{remote} already runs {self.per_client} streams")
         now = self._clock()
         stream = TrackedStream(
             id=next(self._ids),
@@ -102,11 +122,15 @@ class StreamRegistry:
             owner_id=owner_id,
         )
         self._streams[stream.id] = stream
+        self._per_remote[remote] += 1
         self._idle.clear()
         try:
             yield stream
         finally:
             del self._streams[stream.id]
+            self._per_remote[remote] -= 1
+            if self._per_remote[remote] <= 0:
+                del self._per_remote[remote]
             self.completed += 1
             if not self._streams:
                 self._idle.set()
