@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from multidict import MultiMapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,7 +87,8 @@ def forwarded_chain(headers: MultiMapping[str], header: str) -> list[str]:
 
 def _split_elements(value: str) -> Iterable[str]:
     """Split a Forwarded value at commas outside quoted strings."""
-    element, quoted, escaped = [], False, False
+    element: list[str] = []
+    quoted = escaped = False
     for ch in value:
         if escaped:
             escaped = False
@@ -140,9 +142,7 @@ def client_address(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def middleware(
-    trusted: Sequence[Network], header: str
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def middleware(trusted: Sequence[Network], header: str) -> Middleware:
     """Give every handler ``request.remote`` = the client address (logs, caps, stream registry)."""
 
     @web.middleware
