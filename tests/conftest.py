@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import settings as hypothesis_settings
 
-from streambot import links
-from streambot.app import SERVICES, Services, create_app
+from streambot.app import create_app
 from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
 from .clock import VirtualTime
+from .helpers import LINK_SECRET, Running, StartApp, rule_breaking_calls
 from .pg import pg_url  # noqa: F401  (the PostgreSQL fixture, for every module)
-
-LINK_SECRET = b"test-link-secret-0123456789abcdef"
 
 # Properties assert results, not speed (bench/ measures speed): a slow or busy CI machine
 # must not fail a property because one example took longer than Hypothesis' 200 ms default.
@@ -28,30 +25,19 @@ hypothesis_settings.register_profile("streambot", deadline=None, print_blob=True
 hypothesis_settings.load_profile("streambot")
 
 
-@dataclasses.dataclass
-class Running:
-    """The real application, started on the simulator, with an HTTP client pointed at it."""
-
-    app: web.Application
-    client: TestClient
-    world: World
-    settings: Settings
-
-    @property
-    def services(self) -> Services:
-        return self.app[SERVICES]
-
-    def dl_path(self, message_id: int, name: str = "file", expires_at: int | None = None) -> str:
-        token = links.sign(links.LinkClaims(message_id, expires_at), LINK_SECRET)
-        return links.link_paths(token, name)[0]
-
-
-StartApp = Callable[..., Awaitable[Running]]
-
-
 @pytest.fixture
 def world() -> World:
     return build_world(workers=0)
+
+
+@pytest.fixture
+def telegram_rules(world: World) -> Iterator[None]:
+    """After the test: the simulator's log holds no GetFile that Telegram would reject.
+
+    Modules that stream use it for every test: ``pytestmark = usefixtures("telegram_rules")``.
+    """
+    yield
+    assert rule_breaking_calls(world) == []
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World
 from streambot.units import MIB
 
-from .conftest import LINK_SECRET, StartApp
-from .test_memory_manager import FakeProcess
+from .helpers import LINK_SECRET, FakeProcess, StartApp
 
 TOKEN = "admin-token-0123456789abcdef"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from streambot.simulator import SyntheticContent
 from streambot.simulator.content import synthetic_bytes
 
-from .conftest import StartApp
+from .helpers import StartApp
 
 
 async def test_plain_get_is_byte_exact(world, start_app: StartApp) -> None:

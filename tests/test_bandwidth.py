@@ -28,7 +28,7 @@ from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, StoredFile, StoreError
 
 from .clock import ManualClock
-from .conftest import Running, StartApp
+from .helpers import Running, StartApp
 
 DAY = 86_400.0
 T0 = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()  # one hour before a month ends

@@ -11,7 +11,7 @@ from streambot.simulator import MEDIA_KINDS, SyntheticContent
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.world import World, build_world
 
-from .conftest import Running, StartApp
+from .helpers import LINK_SECRET, Running, StartApp
 
 LINK = re.compile(r"Download: (\S+)\nWatch: (\S+)")
 
@@ -288,8 +288,6 @@ async def test_link_ttl_puts_an_expiry_in_new_links(world: World, start_app: Sta
     import time
 
     from streambot import links
-
-    from .conftest import LINK_SECRET
 
     app = await start_app(world, link_ttl_hours=2)
     user = world.telegram.add_user("Olivia")

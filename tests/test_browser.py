@@ -19,8 +19,6 @@ import pytest
 from streambot import links
 from streambot.simulator import DiskContent
 
-from .conftest import LINK_SECRET, Running, StartApp
-
 CHROMIUM = Path("/usr/bin/chromium")
 FFMPEG = shutil.which("ffmpeg")
 if not CHROMIUM.exists() or FFMPEG is None:
@@ -37,6 +35,8 @@ from playwright.async_api import (  # noqa: E402
     async_playwright,
     expect,
 )
+
+from .helpers import LINK_SECRET, Running, StartApp  # noqa: E402
 
 # The flags from the shared HTTP notes that make Debian's Chromium work headless in a container.
 CHROMIUM_ARGS = [

@@ -16,8 +16,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
 
 from .clock import ManualClock
-from .conftest import Running, StartApp
-from .test_download import eventually, expected
+from .helpers import Running, StartApp, eventually, expected
 
 
 def catalog_on(app: Running, clock: ManualClock, *, limit: int = 8, ttl: float = 60) -> Catalog:

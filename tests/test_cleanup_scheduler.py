@@ -35,7 +35,7 @@ from utils.smart_logger import install
 from utils.stream_cleanup import StreamRegistry
 
 from .clock import ManualClock
-from .conftest import StartApp
+from .helpers import StartApp
 
 SAMPLE = MemorySample(rss_mb=100.0, vms_mb=200.0, available_mb=1000.0, free_percent=50.0)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
 import socket
 import subprocess
@@ -13,43 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streambot.config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-API_HASH = "0123456789abcdef0123456789abcdef"
-BOT_TOKEN = "123456789:AAsecretsecretsecretsecretsecretsec"
-GOOD = {
-    "API_ID": "123456",
-    "API_HASH": API_HASH,
-    "BOT_TOKEN": BOT_TOKEN,
-    "BIN_CHANNEL": "-1001234567890",
-    "BASE_URL": "https://files.example.com",
-}
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The current environment without any StreamBot setting (CI may have some), plus ``extra``."""
-    names = {f.name.upper() for f in dataclasses.fields(Settings)}
-    env = {
-        k: v for k, v in os.environ.items() if k not in names and not k.startswith("MULTI_TOKEN")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-def streambot(
-    *args: str, cwd: Path, timeout: float = 60, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streambot", *args],
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from .helpers import API_HASH, BOT_TOKEN, GOOD, cli_env, streambot
 
 
 def write_env(path: Path, values: dict[str, str]) -> Path:

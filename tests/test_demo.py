@@ -11,21 +11,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from streambot.demo import SAMPLE_FILES
 from streambot.simulator.content import synthetic_bytes
 
-from .test_cli import cli_env
-
-STARTUP_DEADLINE = 60.0  # seconds; start-up is ~2-3 s here, the margin is for loaded CI machines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .helpers import STARTUP_DEADLINE, cli_env, fetch, free_port, wait_for_file
 
 
 class Demo:
@@ -93,19 +84,6 @@ async def start_demo(tmp_path: Path) -> AsyncIterator[object]:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-
-
-async def wait_for_file(path: Path, deadline: float) -> None:
-    """Poll for ``path`` (written atomically by the demo when it is ready) until ``deadline``."""
-    async with asyncio.timeout(deadline):
-        # Another process creates the file: there is no event to await, so poll it.
-        while not await asyncio.to_thread(path.exists):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-
-
-async def fetch(url: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
-        return resp.status, await resp.read()
 
 
 async def test_demo_serves_files_chats_and_stops_on_sigterm(tmp_path: Path, start_demo) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,37 +19,23 @@ import pytest
 
 from routes import http_semantics as hs
 from streambot import links
-from streambot.simulator import SyntheticContent, getfile_rule_violation
-from streambot.simulator.content import synthetic_bytes
+from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 from streambot.units import MIB
 
-from .conftest import LINK_SECRET, Running, StartApp
+from .helpers import (
+    LINK_SECRET,
+    SMALL_BLOCKS,
+    Running,
+    StartApp,
+    expected,
+)
+
+# Every test here also checks that no GetFile broke Telegram's rules (conftest).
+pytestmark = pytest.mark.usefixtures("telegram_rules")
 
 SIZE = 50_003  # 13 blocks of 4 KiB, the last one partial
 SEED = 11
-SMALL_BLOCKS = {"stream_block_size_kib": 4}
-
-
-def expected(seed: int, start: int, end: int) -> bytes:
-    """The file's bytes [start, end] inclusive."""
-    return synthetic_bytes(seed, start, end - start + 1)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        # The conditions span several objects (registry, budget, fleet) with no shared event.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-
-
-def rule_breaking_calls(world: World) -> list[Any]:
-    return [
-        c
-        for c in world.telegram.getfile_calls()
-        if getfile_rule_violation(c.offset or 0, c.limit or 0, c.precise)
-    ]
 
 
 def assert_requests_within(world: World, ranges: list[tuple[int, int]], block: int) -> None:
@@ -64,13 +50,6 @@ def assert_requests_within(world: World, ranges: list[tuple[int, int]], block: i
         assert c.limit is not None
         assert c.limit <= block
         assert any(c.offset <= end and c.offset + c.limit > start for start, end in ranges), c
-
-
-@pytest.fixture(autouse=True)
-def _no_rule_breaking_getfile(world: World) -> Iterator[None]:
-    """After each test: the simulator's log holds no GetFile that Telegram would reject."""
-    yield
-    assert rule_breaking_calls(world) == []
 
 
 async def small_app(world: World, start_app: StartApp, **overrides: Any) -> tuple[Running, str]:

@@ -15,7 +15,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world, world_settings
 
 from .clock import ManualClock
-from .conftest import LINK_SECRET, StartApp
+from .helpers import LINK_SECRET, StartApp
 
 
 def make_fleet(tmp_path, n: int, clock: ManualClock) -> Fleet:

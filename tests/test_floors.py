@@ -168,3 +168,14 @@ def test_the_checker_sees_a_reach_up_and_a_cycle() -> None:
     graph = runtime_graph()
     graph["streambot.units"] = graph["streambot.units"] | {"streambot.blocks"}
     assert find_cycles(graph) == [["streambot.blocks", "streambot.units", "streambot.blocks"]]
+
+
+def test_test_modules_share_code_through_helpers_not_each_other() -> None:
+    """No test file imports a test module or conftest: shared test code lives in tests/helpers.py."""
+    wrong = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            shared = isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+            if shared and (node.module.startswith("test_") or node.module == "conftest"):
+                wrong.append(f"{path.name}:{node.lineno} imports .{node.module}")
+    assert wrong == []

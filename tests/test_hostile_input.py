@@ -7,7 +7,7 @@ import pytest
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 
-from .conftest import StartApp
+from .helpers import StartApp
 
 
 @pytest.mark.parametrize("message_id", [2**31, 2**31 + 5, 2**40, 2**63 - 1])

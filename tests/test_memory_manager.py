@@ -11,7 +11,6 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -35,28 +34,7 @@ from utils.memory_manager import (
 )
 
 from .clock import ManualClock
-
-
-@dataclass
-class FakeProcess:
-    """Stands in for psutil.Process: RSS is whatever the test sets (or the next queued value)."""
-
-    rss: int
-    vms: int = 900 * MIB
-    percent: float = 2.5
-    threads: int = 9
-    queued: list[int] = field(default_factory=list)
-
-    def memory_info(self) -> Any:
-        if self.queued:
-            self.rss = self.queued.pop(0)
-        return SimpleNamespace(rss=self.rss, vms=self.vms)
-
-    def memory_percent(self) -> float:
-        return self.percent
-
-    def num_threads(self) -> int:
-        return self.threads
+from .helpers import FakeProcess
 
 
 def fake_system(total: int = 4096 * MIB, available: int = 1024 * MIB) -> Callable[[], Any]:

@@ -11,7 +11,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 from utils.smart_logger import SmartLogFilter, install
 
-from .conftest import Running, StartApp
+from .helpers import Running, StartApp
 
 MIB = 1024 * 1024
 

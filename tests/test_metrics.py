@@ -9,9 +9,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 from streambot.units import MIB
 
-from .conftest import Running, StartApp
-from .test_download import eventually, expected
-from .test_streamer import ABORTED
+from .helpers import ABORTED, Running, StartApp, eventually, expected
 
 SIZE = 40_000
 

@@ -24,8 +24,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world, world_settings
 from streambot.store import LinkSecretMismatch
 
-from .conftest import StartApp
-from .test_cli import GOOD, streambot
+from .helpers import GOOD, StartApp, streambot
 
 CONTENT = SyntheticContent(50_000, seed=3)
 

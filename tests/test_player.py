@@ -13,7 +13,7 @@ from routes import player
 from streambot import links
 from streambot.simulator import SyntheticContent
 
-from .conftest import LINK_SECRET, Running, StartApp
+from .helpers import LINK_SECRET, Running, StartApp
 
 EVIL_NAME = "<script>alert(1)</script>.mp4"
 

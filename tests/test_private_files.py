@@ -14,7 +14,7 @@ import pytest
 from streambot.config import Settings, ensure_link_secret
 from streambot.simulator.world import World
 
-from .conftest import StartApp
+from .helpers import StartApp
 
 
 def mode(path: Path) -> int:

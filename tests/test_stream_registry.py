@@ -20,13 +20,10 @@ from streambot.units import MIB
 from utils.stream_cleanup import RegistryFull, StreamRegistry
 
 from .clock import ManualClock
-from .conftest import Running, StartApp
-from .test_download import (
-    _no_rule_breaking_getfile,  # noqa: F401  (autouse: every test checks Telegram's rules)
-    eventually,
-    expected,
-)
-from .test_streamer import ABORTED, quiescent
+from .helpers import ABORTED, Running, StartApp, eventually, expected, quiescent
+
+# Every test here also checks that no GetFile broke Telegram's rules (conftest).
+pytestmark = pytest.mark.usefixtures("telegram_rules")
 
 BIG = 512 * MIB  # synthetic: nothing is allocated; far larger than any socket buffer
 

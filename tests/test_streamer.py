@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import pytest
 
 from streambot.budget import InflightBudget
@@ -20,19 +19,15 @@ from streambot.simulator.world import World, build_world
 from streambot.units import MIB
 
 from .clock import VirtualTime
-from .conftest import Running, StartApp
-from .test_download import (
-    SMALL_BLOCKS,
-    _no_rule_breaking_getfile,  # noqa: F401  (autouse: every test checks Telegram's rules)
-    eventually,
-    expected,
-)
+from .helpers import ABORTED, SMALL_BLOCKS, Running, StartApp, eventually, expected, quiescent
+
+# Every test here also checks that no GetFile broke Telegram's rules (conftest).
+pytestmark = pytest.mark.usefixtures("telegram_rules")
 
 BLOCK = 4096
 BLOCKS = 24
 SIZE = BLOCKS * BLOCK - 123  # the last block is partial
 SEED = 21
-ABORTED = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)
 
 
 async def start_with_file(
@@ -55,16 +50,6 @@ async def get_aborted(app: Running, path: str) -> None:
     assert resp.status == 200
     with pytest.raises(ABORTED):
         await resp.read()
-
-
-def quiescent(app: Running) -> bool:
-    services = app.services
-    return (
-        len(services.registry) == 0
-        and services.budget.used == 0
-        and services.budget.active_streams == 0
-        and all(fc.active_streams == 0 for fc in services.fleet.clients)
-    )
 
 
 def client(app: Running, index: int) -> FleetClient:

@@ -23,7 +23,7 @@ from streambot.simulator.world import World, build_world
 from streambot.supervisor import Supervisor
 
 from .clock import ManualClock
-from .conftest import Running, StartApp
+from .helpers import Running, StartApp
 
 H, U, R, F = (
     ClientState.HEALTHY,

@@ -25,11 +25,10 @@ from streambot.simulator.samples import SAMPLE_FILES, SyntheticFile
 from streambot.simulator.wire.info import SimulatorInfo
 from streambot.simulator.wire.process import READY_LINE
 
-from .test_cli import cli_env
+from .helpers import STARTUP_DEADLINE, cli_env, fetch, free_port, wait_for_file
 
 # The MTProto server lands separately (issue 12, server half); until then these cannot run.
 pytest.importorskip("streambot.simulator.wire.server", reason="the MTProto server has not landed")
-from .test_demo import STARTUP_DEADLINE, fetch, free_port, wait_for_file
 
 INFO_KEYS = {
     "control_url",

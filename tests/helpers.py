@@ -1,0 +1,174 @@
+"""What several test modules share: the running-app handle, expected bytes, waits, fakes, CLI runs.
+
+Test modules import from here (and from ``clock``), never from each other, so a test module is only
+ever collected once and can be read on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from streambot import links
+from streambot.app import SERVICES, Services
+from streambot.config import Settings
+from streambot.simulator import getfile_rule_violation
+from streambot.simulator.content import synthetic_bytes
+from streambot.simulator.world import World
+from streambot.units import MIB
+
+LINK_SECRET = b"test-link-secret-0123456789abcdef"
+
+
+@dataclasses.dataclass
+class Running:
+    """The real application, started on the simulator, with an HTTP client pointed at it."""
+
+    app: web.Application
+    client: TestClient
+    world: World
+    settings: Settings
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def dl_path(self, message_id: int, name: str = "file", expires_at: int | None = None) -> str:
+        token = links.sign(links.LinkClaims(message_id, expires_at), LINK_SECRET)
+        return links.link_paths(token, name)[0]
+
+
+StartApp = Callable[..., Awaitable[Running]]
+
+SMALL_BLOCKS = {"stream_block_size_kib": 4}
+
+
+def expected(seed: int, start: int, end: int) -> bytes:
+    """The file's bytes [start, end] inclusive."""
+    return synthetic_bytes(seed, start, end - start + 1)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, failing after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        # The conditions span several objects (registry, budget, fleet) with no shared event.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def rule_breaking_calls(world: World) -> list[Any]:
+    return [
+        c
+        for c in world.telegram.getfile_calls()
+        if getfile_rule_violation(c.offset or 0, c.limit or 0, c.precise)
+    ]
+
+
+ABORTED = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)
+
+
+def quiescent(app: Running) -> bool:
+    services = app.services
+    return (
+        len(services.registry) == 0
+        and services.budget.used == 0
+        and services.budget.active_streams == 0
+        and all(fc.active_streams == 0 for fc in services.fleet.clients)
+    )
+
+
+@dataclass
+class FakeProcess:
+    """Stands in for psutil.Process: RSS is whatever the test sets (or the next queued value)."""
+
+    rss: int
+    vms: int = 900 * MIB
+    percent: float = 2.5
+    threads: int = 9
+    queued: list[int] = field(default_factory=list)
+
+    def memory_info(self) -> Any:
+        if self.queued:
+            self.rss = self.queued.pop(0)
+        return SimpleNamespace(rss=self.rss, vms=self.vms)
+
+    def memory_percent(self) -> float:
+        return self.percent
+
+    def num_threads(self) -> int:
+        return self.threads
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+API_HASH = "0123456789abcdef0123456789abcdef"
+
+BOT_TOKEN = "123456789:AAsecretsecretsecretsecretsecretsec"
+
+GOOD = {
+    "API_ID": "123456",
+    "API_HASH": API_HASH,
+    "BOT_TOKEN": BOT_TOKEN,
+    "BIN_CHANNEL": "-1001234567890",
+    "BASE_URL": "https://files.example.com",
+}
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The current environment without any StreamBot setting (CI may have some), plus ``extra``."""
+    names = {f.name.upper() for f in dataclasses.fields(Settings)}
+    env = {
+        k: v for k, v in os.environ.items() if k not in names and not k.startswith("MULTI_TOKEN")
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def streambot(
+    *args: str, cwd: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streambot", *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+STARTUP_DEADLINE = 60.0  # seconds; start-up is ~2-3 s here, the margin is for loaded CI machines
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_file(path: Path, deadline: float) -> None:
+    """Poll for ``path`` (written atomically by the demo when it is ready) until ``deadline``."""
+    async with asyncio.timeout(deadline):
+        # Another process creates the file: there is no event to await, so poll it.
+        while not await asyncio.to_thread(path.exists):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def fetch(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.read()
