@@ -26,8 +26,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, world_settings
 from streambot.units import MIB
 
-from .conftest import LINK_SECRET
-from .test_download import eventually, expected
+from .helpers import LINK_SECRET, eventually, expected
 
 NORMAL = "127.0.0.9"  # the well-behaved viewer
 HOSTILE = "127.0.0.2"
