@@ -70,3 +70,51 @@ def test_bench_quick_leak_section_runs_end_to_end(tmp_path: Path) -> None:
     assert leak["tasks_after"] is not None  # the server exposes streambot_asyncio_tasks
     assert results["machine"]["nproc"] >= 1
     assert "Leak check" in proc.stdout
+
+
+def test_wire_comparison_renders_both_modes_side_by_side() -> None:
+    """`--telegram wire` results print one row per mode and RTT, and the CPU bill of both processes."""
+    from bench import report
+
+    def stream(telegram: str, rtt: float, rate: float) -> dict[str, object]:
+        return {
+            "rtt_ms": rtt,
+            "telegram": telegram,
+            "prefetch": 8,
+            "mib_per_s": rate,
+            "server_cpu_share": 0.5,
+            "server_cpu_wait_share": 0.1,
+        }
+
+    wire = {
+        "file_gib": 1.0,
+        "ceiling_mib": 512.0,
+        "ceiling_repeats": 4,
+        "single_stream": [stream("inproc", 50, 129.8), stream("wire", 50, 61.5)],
+        "ttfb": [
+            {"rtt_ms": 50, "telegram": "inproc", "cold_ms": 168.2, "warm_ms_median": 53.6},
+            {"rtt_ms": 50, "telegram": "wire", "cold_ms": 612.0, "warm_ms_median": 58.1},
+        ],
+        "cpu_per_gib": [
+            {
+                "telegram": "inproc",
+                "cpu_s_per_gib": 0.7,
+                "simulator_cpu_s_per_gib": None,
+                "mib_per_s": 1459.5,
+                "client_cpu_share": 0.28,
+            },
+            {
+                "telegram": "wire",
+                "cpu_s_per_gib": 6.9,
+                "simulator_cpu_s_per_gib": 7.7,
+                "mib_per_s": 120.0,
+                "client_cpu_share": 0.05,
+            },
+        ],
+    }
+    text = report.render({"wire": wire})
+    assert "Telegram in-process vs on the wire" in text
+    rows = [line.split() for line in text.splitlines()]
+    assert ["50", "wire", "8", "61.5", "50%", "10%", "612.0", "58.1"] in rows
+    assert ["wire", "6.9", "7.7", "120.0", "5%"] in rows
+    assert ["inproc", "0.7", "-", "1,459.5", "28%"] in rows
