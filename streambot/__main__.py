@@ -86,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         "simulator",
         help="serve the simulated Telegram over MTProto on loopback, with a control API",
     )
-    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument(
+        "--host", default="127.0.0.1", help="address of the DC ports (the control API is loopback)"
+    )
     simulator.add_argument(
         "--port", type=int, default=0, help="control API port (0: any free one); DCs use free ports"
     )

@@ -27,12 +27,13 @@ from streambot.simulator.wire.info import InfoFile, SimulatorInfo
 from streambot.simulator.world import DEMO_ADMIN_ID, SIM_API_HASH, SIM_API_ID, build_world
 
 READY_LINE = "StreamBot simulator ready: "
+CONTROL_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
 class SimulatorOptions:
-    host: str = "127.0.0.1"
-    port: int = 0  # the control API's port; each DC listens on an ephemeral port of ``host``
+    host: str = "127.0.0.1"  # where the DC ports listen
+    port: int = 0  # the control API's port (on loopback); each DC listens on a free port of host
     rtt_ms: float = 0.0
     bandwidth_mib_s: float = 0.0  # per connection; 0 = unlimited
     workers: int = 2
@@ -72,7 +73,9 @@ async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo
     )
     try:
         await runner.setup()
-        site = web.TCPSite(runner, options.host, options.port)
+        # Loopback whatever --host says: the control API reads files by path and injects faults,
+        # which nothing off this machine should be able to do. --host is for the DC ports.
+        site = web.TCPSite(runner, CONTROL_HOST, options.port)
         await site.start()
         host, port = runner.addresses[0][:2]
         info = SimulatorInfo(
