@@ -16,7 +16,7 @@ import itertools
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -43,6 +43,18 @@ MEDIA_KINDS: tuple[MediaKind, ...] = (
 #: "no_message": the request succeeds but the answer carries no new message (an empty
 #: ``Updates``), as Telegram may answer a send; pyrogram's send/copy then returns None.
 FaultKind = Literal["rpc", "oserror", "drop", "no_message"]
+#: Delivers a bot's update elsewhere (the wire server's main connection of that bot): gets the full
+#: ``Updates`` and, for a plain private text, the ``updateShortMessage`` Telegram would send instead.
+#: Returns False when it cannot deliver (the bot has no connection there), so the next sink tries.
+UpdateSink = Callable[["SimBot", Any, Any], Awaitable[bool]]
+#: The raw ``RpcError`` behind an exception raised by :meth:`SimulatedTelegram._err`.
+_RPC_ERROR_ATTR = "sim_rpc_error"
+
+
+def rpc_error_of(exc: BaseException) -> raw.types.RpcError | None:
+    """The error as Telegram sent it (code and message), for a server that must send it again."""
+    error = getattr(exc, _RPC_ERROR_ATTR, None)
+    return error if isinstance(error, raw.types.RpcError) else None
 
 
 def wire(obj: TLObject[Any]) -> Any:
@@ -293,6 +305,11 @@ class SimulatedTelegram:
         self._seen: set[tuple[int, int]] = set()  # (bot id, user id): users who wrote to a bot
         # Messages bots sent in private chats, for messages.GetMessages (bounded like `sent`).
         self._private_sent: dict[int, tuple[SimUser, SimBot, Any]] = {}
+        # Where updates go before the in-process clients (the wire server registers here).
+        self.update_sinks: list[UpdateSink] = []
+        # Private messages each bot received, by pts, for updates.GetDifference (bounded).
+        self._difference: dict[int, deque[tuple[int, Any, SimUser]]] = {}
+        self.difference_limit = 1000
 
     # ------------------------------------------------------------------ scenario building
     def add_bot(
@@ -427,24 +444,50 @@ class SimulatedTelegram:
         self.messages[(self._private_key(key), msg_id)] = SimMessage(
             msg_id, int(time.time()), file.media_id if file else None, text
         )
+        now = int(time.time())
+        entities = self._command_entities(text)
         raw_msg = raw.types.Message(
             id=msg_id,
             peer_id=raw.types.PeerUser(user_id=user.user_id),
             from_id=raw.types.PeerUser(user_id=user.user_id),
-            date=int(time.time()),
+            date=now,
             message=text,
             media=file.raw_media(bot.bot_id) if file else None,
-            entities=self._command_entities(text),
+            entities=entities,
         )
+        pts = next(self._pts)
+        log = self._difference.setdefault(bot.bot_id, deque(maxlen=self.difference_limit))
+        log.append((pts, raw_msg, user))
         update = raw.types.Updates(
-            updates=[raw.types.UpdateNewMessage(message=raw_msg, pts=next(self._pts), pts_count=1)],
+            updates=[raw.types.UpdateNewMessage(message=raw_msg, pts=pts, pts_count=1)],
             users=[user.raw_user(), bot.raw_user()],
             chats=[],
-            date=int(time.time()),
+            date=now,
             seq=0,
         )
-        await self.bot_client(bot).handle_updates(wire(update))
+        # Telegram sends a plain private text as the short form; the client then asks
+        # updates.getDifference for the full message (kurigram does, for every short update).
+        short = (
+            None
+            if file
+            else raw.types.UpdateShortMessage(
+                id=msg_id,
+                user_id=user.user_id,
+                message=text,
+                pts=pts,
+                pts_count=1,
+                date=now,
+                entities=entities,
+            )
+        )
+        await self._push_update(bot, update, short)
         return msg_id
+
+    async def _push_update(self, bot: SimBot, update: Any, short: Any) -> None:
+        for sink in self.update_sinks:
+            if await sink(bot, update, short):
+                return
+        await self.bot_client(bot).handle_updates(wire(update))
 
     async def press_button(self, user: SimUser, bot: SimBot, sent: SentMessage, data: str) -> None:
         """Deliver an inline-button press (callback query) from ``user`` on a bot message."""
@@ -464,7 +507,7 @@ class SimulatedTelegram:
             date=int(time.time()),
             seq=0,
         )
-        await self.bot_client(bot).handle_updates(wire(update))
+        await self._push_update(bot, update, None)
 
     def replies(self, user: SimUser) -> list[SentMessage]:
         return [m for m in self.sent if m.chat_id == user.user_id]
@@ -583,7 +626,12 @@ class SimulatedTelegram:
 
     @staticmethod
     def _err(query: TLObject[Any], code: int, message: str) -> NoReturn:
-        RPCError.raise_it(raw.types.RpcError(error_code=code, error_message=message), type(query))
+        error = raw.types.RpcError(error_code=code, error_message=message)
+        try:
+            RPCError.raise_it(error, type(query))
+        except RPCError as exc:
+            setattr(exc, _RPC_ERROR_ATTR, error)  # what a wire server sends back verbatim
+            raise
         raise AssertionError("RPCError.raise_it returned")  # it always raises
 
     def _require_bot(self, bot: SimBot | None, query: TLObject[Any]) -> SimBot:
@@ -646,12 +694,32 @@ class SimulatedTelegram:
     def on_auth_ImportBotAuthorization(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         for candidate in self.bots.values():
             if candidate.token == q.bot_auth_token:
+                if s.dc_id != candidate.dc_id:  # a bot logs in on its home DC only
+                    self._err(q, 303, f"USER_MIGRATE_{candidate.dc_id}")
                 return raw.types.auth.Authorization(user=candidate.raw_user())
         self._err(q, 400, "ACCESS_TOKEN_INVALID")
         return None
 
     def on_updates_GetState(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         return raw.types.updates.State(pts=1, qts=0, date=int(time.time()), seq=0, unread_count=0)
+
+    def on_updates_GetDifference(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
+        bot = self._require_bot(bot, q)
+        log = self._difference.get(bot.bot_id, deque())
+        found = [(pts, msg, user) for pts, msg, user in log if pts > q.pts]
+        users = {bot.bot_id: bot.raw_user()} | {u.user_id: u.raw_user() for _, _, u in found}
+        last = max((pts for pts, _, _ in found), default=q.pts)
+        state = raw.types.updates.State(
+            pts=last, qts=0, date=int(time.time()), seq=0, unread_count=0
+        )
+        return raw.types.updates.Difference(
+            new_messages=[msg for _, msg, _ in found],
+            new_encrypted_messages=[],
+            other_updates=[],
+            chats=[],
+            users=list(users.values()),
+            state=state,
+        )
 
     def on_users_GetUsers(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         bot = self._require_bot(bot, q)
