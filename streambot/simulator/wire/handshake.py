@@ -135,7 +135,10 @@ class Handshake:
         self._check_nonces(request)
         if request.public_key_fingerprint != self._rsa.fingerprint:
             raise HandshakeError("unknown RSA fingerprint")
-        if int.from_bytes(request.p, "big") != self._p or int.from_bytes(request.q, "big") != self._q:
+        if (
+            int.from_bytes(request.p, "big") != self._p
+            or int.from_bytes(request.q, "big") != self._q
+        ):
             raise HandshakeError("wrong factorisation of pq")
         block = self._rsa.decrypt(request.encrypted_data)
         inner = TLObject.read(BytesIO(block[20:]))

@@ -227,8 +227,13 @@ class WireTelegram:
         count: int | None = 1,
         seconds: float | None = None,
         probability: float = 1.0,
+        media: bool | None = None,
     ) -> WireFault:
-        """Misbehave on matching connections; see :mod:`.faults` for when a fault fires."""
+        """Misbehave on matching connections; see :mod:`.faults` for when a fault fires.
+
+        ``kind``: rst | blackhole | stall | drip. ``media`` narrows to media (True) or main
+        (False) connections.
+        """
         fault = WireFault.make(
             kind,
             bot=bot,
@@ -237,6 +242,7 @@ class WireTelegram:
             count=count,
             seconds=seconds,
             probability=probability,
+            media=media,
         )
         self._faults.append(fault)
         return fault
@@ -265,7 +271,10 @@ class WireTelegram:
             "bytes_sent": self.bytes_sent_closed + sum(c.link.bytes_sent for c in self._conns),
             "auth_keys": len(self._keys),
             "counters": dict(self.counters),
-            "limits": {"rtt_ms": self.limits.rtt_ms, "bandwidth_mib_s": self.limits.bandwidth_mib_s},
+            "limits": {
+                "rtt_ms": self.limits.rtt_ms,
+                "bandwidth_mib_s": self.limits.bandwidth_mib_s,
+            },
             "wire_faults": [
                 {"kind": f.kind, "bot": f.bot, "dc": f.dc, "fired": f.fired, "spent": f.spent}
                 for f in self._faults
@@ -458,7 +467,9 @@ class _Connection:
 
     async def _check_duplicate(self, auth: AuthKey) -> None:
         """Telegram: two main connections with one key invalidate it (AUTH_KEY_DUPLICATED)."""
-        others = {c for c in auth.main_conns if not c.link.closed.is_set() and not c.link.blackholed}
+        others = {
+            c for c in auth.main_conns if not c.link.closed.is_set() and not c.link.blackholed
+        }
         if others:
             # A restarting client closes its old connection just before opening the new one.
             waits = [asyncio.ensure_future(c.link.closed.wait()) for c in others]
@@ -650,7 +661,7 @@ class _Connection:
     async def _answer(self, msg_id: int, body: bytes) -> None:
         server = self.server
         bot = self.key.bot_id if self.key else None
-        fault = pick(server._faults, bot, self.dc, server._rng)
+        fault = pick(server._faults, bot, self.dc, self.media, server._rng)
         if fault is not None:
             server.counters[f"wire_fault_{fault.kind}"] += 1
             if fault.kind == "rst":
@@ -660,7 +671,9 @@ class _Connection:
                 self.link.blackhole()
                 return
             if fault.kind == "stall":
-                self.link.stall(fault.seconds if fault.seconds is not None else DEFAULT_STALL_SECONDS)
+                self.link.stall(
+                    fault.seconds if fault.seconds is not None else DEFAULT_STALL_SECONDS
+                )
             else:
                 self.link.drip(fault.seconds)
         await self.send_messages([(body, True)])

@@ -1,0 +1,368 @@
+"""Telegram on the wire: pyrogram's whole network stack against the simulator's MTProto server.
+
+TCP framing, the DH key exchange, AES-IGE, msg_ids, salts, pings, containers, gzip, per-DC
+authorization and updates all run for real here. The server runs in the test's event loop (the
+``sim`` fixture); these tests claim behaviour, never timing or CPU, except where a lower bound is
+the behaviour (a lost answer costs the whole request timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyrogram import filters, raw
+from pyrogram.errors import (
+    AuthKeyDuplicated,
+    AuthKeyUnregistered,
+    FileMigrate,
+    FileReferenceExpired,
+)
+from pyrogram.file_id import FileId
+from pyrogram.handlers import MessageHandler
+
+from streambot.simulator.content import synthetic_bytes
+from streambot.simulator.wire import RsaKey, WireFaultError, WireTelegram, pointed_at
+from streambot.simulator.wire.client import route
+from streambot.simulator.wire.faults import WireFault, pick
+from streambot.simulator.wire.framing import Framing
+from streambot.simulator.wire.handshake import is_prime
+from tests.wire_harness import (
+    MIB,
+    InLoopSim,
+    WireSim,
+    in_loop_sim,
+    make_client,
+    pointed,
+    stop_client,
+)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[WireSim]:
+    async with in_loop_sim() as s:
+        with pointed(s):
+            yield s
+
+
+async def file_location(client: Any, sim: WireSim, name: str) -> tuple[Any, int]:
+    msg = await client.get_messages(sim.chat_id, sim.files[name].message_id)
+    fid = FileId.decode(msg.document.file_id)
+    loc = raw.types.InputDocumentFileLocation(
+        id=fid.media_id,
+        access_hash=fid.access_hash,
+        file_reference=fid.file_reference,
+        thumb_size="",
+    )
+    return loc, fid.dc_id
+
+
+async def download(session: Any, loc: Any, size: int, between: Any = None) -> bytes:
+    out = bytearray()
+    for i, offset in enumerate(range(0, size, MIB)):
+        if between is not None:
+            between(i)
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=offset, limit=MIB), timeout=10
+        )
+        assert isinstance(answer, raw.types.upload.File)
+        out += answer.bytes
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------- login and files
+async def test_login_runs_the_key_exchange_and_a_second_start_reuses_the_session_file(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    me = await client.get_me()
+    await stop_client(client)
+    assert me.id == sim.bot_id
+    assert sim.stats()["counters"]["auth_keys_created"] == 1
+    assert sim.count("auth.ImportBotAuthorization") == 1
+    assert (tmp_path / "bot.session").exists()
+
+    again = make_client(sim, tmp_path)
+    await again.start()
+    assert (await again.get_me()).id == sim.bot_id
+    await stop_client(again)
+    # The stored auth key is still known and authorized: no new key, no second login.
+    assert sim.stats()["counters"]["auth_keys_created"] == 1
+    assert sim.count("auth.ImportBotAuthorization") == 1
+
+
+async def test_get_messages_and_byte_exact_getfile_across_mib_edges_with_a_salt_rotation(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        info = sim.files["home.bin"]
+        session = await client.get_session(dc, is_media=True)
+        salts_before = sim.stats()["counters"].get("bad_server_salt", 0)
+        data = await download(
+            session, loc, info.size, between=lambda i: sim.rotate_salt() if i == 2 else None
+        )
+        assert (
+            hashlib.sha256(data).digest()
+            == hashlib.sha256(synthetic_bytes(info.seed, 0, info.size)).digest()
+        )
+        # The rotation cost exactly one bad_server_salt + resend on the media connection.
+        assert sim.stats()["counters"]["bad_server_salt"] == salts_before + 1
+        # A file of exactly 2 MiB: the read at its end is empty, as pyrogram's get_file expects.
+        exact_loc, _ = await file_location(client, sim, "exact.bin")
+        tail = await session.invoke(
+            raw.functions.upload.GetFile(location=exact_loc, offset=2 * MIB, limit=MIB)
+        )
+        assert tail.bytes == b""
+    finally:
+        await stop_client(client)
+
+
+async def test_a_file_on_a_foreign_dc_goes_through_a_new_key_and_export_import(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "far.bin")
+        assert dc == 4
+        home = await client.get_session(2, is_media=True)
+        with pytest.raises(FileMigrate) as migrate:
+            await home.invoke(raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB))
+        assert migrate.value.value == 4
+        session = await client.get_session(4, is_media=True)
+        info = sim.files["far.bin"]
+        assert await download(session, loc, info.size) == synthetic_bytes(info.seed, 0, info.size)
+    finally:
+        await stop_client(client)
+    assert sim.stats()["counters"]["auth_keys_created"] == 2  # home DC, then DC 4
+    assert sim.count("auth.ExportAuthorization") >= 1
+    assert sim.count("auth.ImportAuthorization") >= 1
+
+
+async def test_a_key_never_authorized_gets_auth_key_unregistered(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    """The poisoned-session case: a DC-4 key whose authorization import never happened."""
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, _ = await file_location(client, sim, "far.bin")
+        session = await client.get_session(4, export_authorization=False)
+        with pytest.raises(AuthKeyUnregistered):
+            await session.invoke(raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB))
+    finally:
+        await stop_client(client)
+    assert sim.stats()["counters"]["auth_key_unregistered"] == 1
+
+
+async def test_a_bot_of_another_dc_is_migrated_at_login(sim: WireSim, tmp_path: Path) -> None:
+    client = make_client(sim, tmp_path, name="far", token=sim.far_bot_token)
+    await client.start()
+    try:
+        assert (await client.get_me()).id == sim.far_bot_id
+        assert await client.storage.dc_id() == 4
+    finally:
+        await stop_client(client)
+    # DC 2 answered USER_MIGRATE_4; the login was repeated on a new DC-4 key.
+    assert sim.count("auth.ImportBotAuthorization") == 2
+    assert sim.stats()["counters"]["auth_keys_created"] == 2
+
+
+async def test_two_main_connections_with_one_key_kill_it(sim: WireSim, tmp_path: Path) -> None:
+    first = make_client(sim, tmp_path)
+    await first.start()
+    copy = make_client(
+        sim, tmp_path, name="copy", session_string=await first.export_session_string()
+    )
+    try:
+        with pytest.raises(AuthKeyDuplicated):
+            await copy.start()
+        # The first process's key is dead as well: Telegram wants a new key and a new login.
+        with pytest.raises(AuthKeyDuplicated):
+            await first.invoke(raw.functions.updates.GetState())
+    finally:
+        await stop_client(first)
+    assert sim.stats()["counters"]["auth_key_duplicated"] == 1
+
+
+async def test_media_connections_may_share_the_main_key(sim: WireSim, tmp_path: Path) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        assert session.auth_key == await client.storage.auth_key()
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=0, limit=4096)
+        )
+        assert len(answer.bytes) == 4096
+    finally:
+        await stop_client(client)
+    assert "auth_key_duplicated" not in sim.stats()["counters"]
+
+
+# ---------------------------------------------------------------------- updates
+async def test_start_arrives_as_a_short_update_and_is_answered_through_get_difference(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path, no_updates=False)
+
+    async def on_start(c: Any, message: Any) -> None:
+        await message.reply_text(f"hello {message.from_user.id}")
+
+    client.add_handler(MessageHandler(on_start, filters.command("start") & filters.private))
+    await client.start()
+    try:
+        await sim.send_text(sim.user_id, "/start")
+        assert await sim.wait_replies(sim.user_id, 1, timeout=10) == [f"hello {sim.user_id}"]
+    finally:
+        await stop_client(client)
+    assert sim.stats()["counters"]["updates_short"] == 1
+    assert sim.count("updates.GetDifference") == 1
+
+
+# ---------------------------------------------------------------------- wire faults
+async def test_an_rst_with_a_request_in_flight_costs_the_whole_request_timeout(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    """Known gap (issue 13): pyrogram reconnects, but the orphaned request waits its timeout."""
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        accepted = sim.stats()["counters"]["connections_accepted"]
+        sim.add_wire_fault("rst", bot=sim.bot_id, media=True)
+        started = time.monotonic()
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB), timeout=1.5
+        )
+        elapsed = time.monotonic() - started
+        assert answer.bytes == synthetic_bytes(sim.files["home.bin"].seed, 0, MIB)
+        assert elapsed >= 1.5  # nothing failed the request early: it ran into its timeout
+        assert sim.stats()["counters"]["wire_fault_rst"] == 1
+        assert sim.stats()["counters"]["connections_accepted"] > accepted  # reconnected
+    finally:
+        await stop_client(client)
+
+
+async def test_a_black_hole_is_only_noticed_by_the_request_timeout(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    """Known gap (issue 13): an open socket that never answers looks healthy until a timeout."""
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        sim.add_wire_fault("blackhole", bot=sim.bot_id, media=True)
+        with pytest.raises(TimeoutError):
+            await session.invoke(
+                raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB),
+                timeout=1.0,
+                retries=1,
+            )
+        assert session.is_started.is_set()  # pyrogram still believes in the connection
+        media = [c for c in sim.stats()["connections"] if c["media"]]
+        assert media  # and the server keeps the socket open
+    finally:
+        await stop_client(client)
+
+
+async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: InLoopSim, tmp_path: Path) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        sim.world.flood_wait(1)
+        sim.world.expire_file_reference(next(iter(sim.world.files)))
+        with pytest.raises(FileReferenceExpired):
+            await session.invoke(raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB))
+    finally:
+        await stop_client(client)
+    assert sim.world.count("upload.GetFile") == 2  # FLOOD_WAIT_1 slept through, then the error
+
+
+# ---------------------------------------------------------------------- pieces, table-tested
+def test_pointed_at_restores_pyrogram_on_exit() -> None:
+    from pyrogram.connection import Connection
+    from pyrogram.crypto import rsa
+
+    key = RsaKey.generate()
+    init, keys = Connection.__init__, dict(rsa.server_public_keys)
+    with pointed_at({2: ("127.0.0.1", 1)}, key.public_pem):
+        assert key.fingerprint in rsa.server_public_keys
+        assert Connection.__init__ is not init
+    assert Connection.__init__ is init
+    assert rsa.server_public_keys == keys
+
+
+@pytest.mark.parametrize(
+    ("dc", "address", "media", "expected"),
+    [
+        (2, ("149.154.167.51", 443), False, ("h", 102)),  # kurigram's hard-coded first address
+        (2, ("149.154.167.51", 443), True, ("h", 202)),
+        (4, ("h", 202), True, ("h", 202)),  # already the simulator's (from help.getConfig)
+        (4, ("127.0.0.1", 9), False, ("h", 104)),  # stale port from an earlier simulator run
+        (7, ("10.0.0.1", 443), False, ("10.0.0.1", 443)),  # unknown DC: left alone
+    ],
+)
+def test_route(dc: int, address: tuple[str, int], media: bool, expected: tuple[str, int]) -> None:
+    dcs = {2: ("h", 102), 4: ("h", 104)}
+    media_dcs = {2: ("h", 202), 4: ("h", 204)}
+    assert route(dc, address, media, dcs, media_dcs) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(1, False), (2, True), (91, False), (2_147_483_647, True), (2_147_483_649, False)],
+)
+def test_is_prime(n: int, expected: bool) -> None:
+    assert is_prime(n) is expected
+
+
+@pytest.mark.parametrize(
+    ("size", "head"), [(4, b"\x01"), (508, b"\x7f"), (504, b"\x7e"), (4096, b"\x7f")]
+)
+def test_abridged_header(size: int, head: bytes) -> None:
+    assert Framing("abridged").encode(bytes(size))[:1] == head
+
+
+def test_wire_fault_after_count_and_filters() -> None:
+    import random
+
+    fault = WireFault.make("stall", bot=7, after=2, count=1, media=True)
+    rng = random.Random(1)
+    fired = [
+        pick([fault], bot, 2, media, rng) is not None
+        for bot, media in [(7, True), (8, True), (7, False), (7, True), (7, True), (7, True)]
+    ]
+    assert fired == [False, False, False, False, True, False]
+    with pytest.raises(WireFaultError):
+        WireFault.make("meteor")
+    with pytest.raises(WireFaultError):
+        WireFault.make("rst", probability=2)
+
+
+async def test_server_lists_one_main_and_one_media_port_per_dc() -> None:
+    from streambot.simulator import SimulatedTelegram
+
+    async with WireTelegram(SimulatedTelegram()) as server:
+        ports = {p for _, p in server.dcs.values()} | {p for _, p in server.media_dcs.values()}
+        assert sorted(server.dcs) == [1, 2, 3, 4, 5]
+        assert len(ports) == 10
+        server.set_limits(rtt_ms=20, bandwidth_mib_s=5)
+        assert server.stats()["limits"] == {"rtt_ms": 20, "bandwidth_mib_s": 5}
+        with pytest.raises(ValueError, match="rtt_ms"):
+            server.set_limits(rtt_ms=-1)
+    await asyncio.sleep(0)
