@@ -27,11 +27,12 @@ from pyrogram.file_id import FileId
 from pyrogram.handlers import MessageHandler
 
 from streambot.simulator.content import synthetic_bytes
-from streambot.simulator.wire import RsaKey, WireFaultError, WireTelegram, pointed_at
-from streambot.simulator.wire.client import route
-from streambot.simulator.wire.faults import WireFault, pick
+from streambot.simulator.wire.client import pointed_at, route
+from streambot.simulator.wire.faults import WireFault, WireFaultError, pick
 from streambot.simulator.wire.framing import Framing
 from streambot.simulator.wire.handshake import is_prime
+from streambot.simulator.wire.rsa import RsaKey
+from streambot.simulator.wire.server import WireTelegram
 from tests.wire_harness import (
     MIB,
     InLoopSim,
@@ -321,6 +322,20 @@ def test_route(dc: int, address: tuple[str, int], media: bool, expected: tuple[s
     dcs = {2: ("h", 102), 4: ("h", 104)}
     media_dcs = {2: ("h", 202), 4: ("h", 204)}
     assert route(dc, address, media, dcs, media_dcs) == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "media", "expected"),
+    [
+        (("h", 202), True, ("h", 202)),  # media port from help.getConfig: kept
+        (("149.154.167.51", 443), True, ("h", 102)),
+        (("149.154.167.51", 443), False, ("h", 102)),
+    ],
+)
+def test_route_knowing_only_the_main_ports(
+    address: tuple[str, int], media: bool, expected: tuple[str, int]
+) -> None:
+    assert route(2, address, media, {2: ("h", 102)}, {}) == expected
 
 
 @pytest.mark.parametrize(

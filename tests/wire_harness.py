@@ -19,7 +19,8 @@ import pyrogram
 from pyrogram.enums import ParseMode
 
 from streambot.simulator import SimulatedTelegram, SyntheticContent
-from streambot.simulator.wire import WireTelegram, pointed_at
+from streambot.simulator.wire.client import pointed_at
+from streambot.simulator.wire.server import WireTelegram
 
 MIB = 1 << 20
 Address = tuple[str, int]
@@ -35,9 +36,13 @@ class SimFileInfo:
 
 
 class WireSim(Protocol):
-    dcs: dict[int, Address]
-    media_dcs: dict[int, Address]
-    rsa_public_pem: str
+    @property
+    def dcs(self) -> dict[int, Address]: ...
+    @property
+    def media_dcs(self) -> dict[int, Address]: ...
+    @property
+    def rsa_public_pem(self) -> str: ...
+
     bot_token: str
     bot_id: int
     far_bot_token: str  # a bot whose home DC is 4

@@ -4,7 +4,8 @@ kurigram has no DC address table to edit: a new session starts at a hard-coded T
 (``Client.load_session``), session files remember the address they were made with, and other DCs
 come from ``help.getConfig``. So the one place that sees every address is ``Connection``: inside
 :func:`pointed_at`, a connection to an address that is not one of the simulator's goes to the
-simulator's port for that DC (the media port for media connections). The simulator's RSA key is
+simulator's port for that DC (the media port for media connections; when only the main ports
+are known, media connections keep the address ``help.getConfig`` gave them). The simulator's RSA key is
 added to ``pyrogram.crypto.rsa.server_public_keys`` so the key exchange trusts it. Both are undone
 on exit. A plain ``run`` never enters this.
 """
@@ -31,11 +32,18 @@ def route(
     dcs: Mapping[int, Address],
     media_dcs: Mapping[int, Address],
 ) -> Address:
-    """Where a connection to ``address`` for ``dc_id`` goes while pointed at a simulator."""
+    """Where a connection to ``address`` for ``dc_id`` goes while pointed at a simulator.
+
+    Without ``media_dcs``, a media connection to a simulator host is trusted as is: media
+    addresses only ever come from the simulator's own (fresh) ``help.getConfig``.
+    """
     if address in set(dcs.values()) | set(media_dcs.values()):
         return address  # already one of the simulator's (from its help.getConfig)
-    if media and dc_id in media_dcs:
-        return media_dcs[dc_id]
+    if media:
+        if dc_id in media_dcs:
+            return media_dcs[dc_id]
+        if not media_dcs and address[0] in {host for host, _ in dcs.values()}:
+            return address
     return dcs.get(dc_id, address)
 
 

@@ -105,7 +105,7 @@ class Handshake:
         self._tmp: tuple[bytes, bytes] = (b"", b"")
         self.result: AuthKeyResult | None = None
 
-    def answer(self, request: Any) -> TLObject:
+    def answer(self, request: Any) -> TLObject[Any]:
         if isinstance(request, raw.functions.ReqPqMulti | raw.functions.ReqPq):
             return self._res_pq(request)
         if isinstance(request, raw.functions.ReqDHParams):
@@ -114,11 +114,15 @@ class Handshake:
             return self._dh_gen(request)
         raise HandshakeError(f"unexpected {type(request).__name__} before an auth key exists")
 
-    def _check_nonces(self, request: Any) -> None:
-        if request.nonce != self._nonce or request.server_nonce != self._server_nonce:
+    def _check_nonces(self, request: Any) -> int:
+        """The client nonce, once the request proves it continues this exchange."""
+        if self._nonce is None or request.nonce != self._nonce:
             raise HandshakeError("nonce mismatch")
+        if request.server_nonce != self._server_nonce:
+            raise HandshakeError("server nonce mismatch")
+        return self._nonce
 
-    def _res_pq(self, request: Any) -> TLObject:
+    def _res_pq(self, request: Any) -> TLObject[Any]:
         self._nonce = request.nonce
         p, q = random_prime(self._rng), random_prime(self._rng)
         while q == p:
@@ -131,7 +135,7 @@ class Handshake:
             server_public_key_fingerprints=[self._rsa.fingerprint],
         )
 
-    def _dh_params(self, request: Any) -> TLObject:
+    def _dh_params(self, request: Any) -> TLObject[Any]:
         self._check_nonces(request)
         if request.public_key_fingerprint != self._rsa.fingerprint:
             raise HandshakeError("unknown RSA fingerprint")
@@ -171,8 +175,8 @@ class Handshake:
             encrypted_answer=tgcrypto.ige256_encrypt(with_hash, *self._tmp),
         )
 
-    def _dh_gen(self, request: Any) -> TLObject:
-        self._check_nonces(request)
+    def _dh_gen(self, request: Any) -> TLObject[Any]:
+        nonce = self._check_nonces(request)
         if not self._new_nonce:
             raise HandshakeError("set_client_DH_params before req_DH_params")
         block = tgcrypto.ige256_decrypt(request.encrypted_data, *self._tmp)
@@ -191,7 +195,7 @@ class Handshake:
         salt = bytes(a ^ b for a, b in zip(self._new_nonce[:8], server_nonce[:8], strict=True))
         self.result = AuthKeyResult(auth_key, int.from_bytes(salt, "little", signed=True))
         return raw.types.DhGenOk(
-            nonce=self._nonce,
+            nonce=nonce,
             server_nonce=self._server_nonce,
             new_nonce_hash1=int.from_bytes(nonce_hash, "little", signed=True),
         )

@@ -62,6 +62,10 @@ class SimulatorInfo:
     def from_json(cls, data: Any) -> SimulatorInfo:
         if not isinstance(data, dict):
             raise InfoError("not a JSON object")
+        required = ("control_url", "dcs", "bot_token", "bin_channel", "rsa_public_key")
+        absent = [name for name in required if name not in data]
+        if absent:
+            raise InfoError(f"{absent[0]} is missing")
         try:
             dcs = _parse_addresses(data["dcs"])
             media_dcs = _parse_addresses(data.get("media_dcs", {}))

@@ -348,7 +348,8 @@ def _pack(
     padding = os.urandom(-(len(inner) + 12) % 16 + 12)
     msg_key = hashlib.sha256(auth.key[96:128] + inner + padding).digest()[8:24]
     aes_key, aes_iv = kdf(auth.key, msg_key, False)
-    return auth.key_id + msg_key + tgcrypto.ige256_encrypt(inner + padding, aes_key, aes_iv)
+    encrypted: bytes = tgcrypto.ige256_encrypt(inner + padding, aes_key, aes_iv)
+    return auth.key_id + msg_key + encrypted
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,13 +527,13 @@ class _Connection:
             replies.append((created.write(), True))
         if msg.salt not in server._salts:
             server.counters["bad_server_salt"] += 1
-            notice = raw.types.BadServerSalt(
+            salt_notice = raw.types.BadServerSalt(
                 bad_msg_id=msg.msg_id,
                 bad_msg_seqno=msg.seq_no,
                 error_code=48,
                 new_server_salt=server._salts[0],
             )
-            await self.send_messages([*replies, (notice.write(), False)])
+            await self.send_messages([*replies, (salt_notice.write(), False)])
             return
         if replies:
             await self.send_messages(replies)

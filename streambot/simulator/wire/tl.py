@@ -21,7 +21,7 @@ from pyrogram import raw
 from pyrogram.raw.all import objects
 from pyrogram.raw.core import TLObject
 from pyrogram.raw.core.list import List
-from pyrogram.raw.core.primitives import Bytes, Int, Long, Vector
+from pyrogram.raw.core.primitives import Bool, Bytes, Int, Long, Vector
 
 RPC_RESULT_ID = 0xF35C6D01
 GZIP_PACKED_ID = 0x3072CFA1
@@ -44,9 +44,11 @@ class _TypedVector(Vector):
 
 
 def _install() -> None:
-    # Idempotent; identical to pyrogram's own reader whenever the flag is off.
-    if objects.get(Vector.ID) is Vector:
-        objects[Vector.ID] = _TypedVector
+    # Idempotent; identical to pyrogram's own reader whenever the flag is off. (pyrogram.raw
+    # replaces the map's class names by the classes at import: the map holds classes here.)
+    table: dict[int, Any] = objects
+    if table.get(Vector.ID) is Vector:
+        table[Vector.ID] = _TypedVector
 
 
 _install()
@@ -64,7 +66,7 @@ def read_object(data: bytes) -> Any:
 def write_result(result: Any) -> bytes:
     """A world answer in its TL form: objects, ``Bool`` or a boxed vector of objects."""
     if isinstance(result, bool):
-        return (raw.core.BoolTrue if result else raw.core.BoolFalse).write()
+        return bytes(Bool(result))
     if isinstance(result, list):
         return Int(Vector.ID, False) + Int(len(result)) + b"".join(x.write() for x in result)
     data: bytes = result.write()
@@ -91,6 +93,6 @@ def container(messages: list[tuple[int, int, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def method_name(query: TLObject) -> str:
+def method_name(query: TLObject[Any]) -> str:
     """``channels.GetMessages`` for ``pyrogram.raw.functions.channels.GetMessages``."""
     return ".".join(query.QUALNAME.split(".")[1:])
