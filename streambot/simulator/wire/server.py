@@ -485,7 +485,7 @@ class _Connection:
 
     # ---------------------------------------------------------------- handshake
     async def _handshake_packet(self, packet: bytes) -> None:
-        msg_id, length = struct.unpack("<qi", packet[8:20])
+        (length,) = struct.unpack("<i", packet[16:20])
         request = tl.read_object(packet[20 : 20 + length])
         if self.handshake is None:
             self.handshake = Handshake(self.server.rsa_key)
