@@ -381,3 +381,87 @@ async def test_server_lists_one_main_and_one_media_port_per_dc() -> None:
         with pytest.raises(ValueError, match="rtt_ms"):
             server.set_limits(rtt_ms=-1)
     await asyncio.sleep(0)
+
+
+# ---------------------------------------------------------------------- the wire model
+async def test_rtt_applies_to_every_packet_of_a_login(sim: InLoopSim, tmp_path: Path) -> None:
+    """Key exchange (3 round trips), Ping, InitConnection, the salt resend and the login."""
+    sim.server.set_limits(rtt_ms=100)
+    client = make_client(sim, tmp_path)
+    started = time.monotonic()
+    await client.start()
+    elapsed = time.monotonic() - started
+    await stop_client(client)
+    assert elapsed >= 7 * 0.1
+
+
+async def test_bandwidth_is_shared_by_the_answers_on_one_connection(
+    sim: InLoopSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        sim.server.set_limits(bandwidth_mib_s=8)
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(
+                session.invoke(raw.functions.upload.GetFile(location=loc, offset=o, limit=MIB))
+                for o in (0, MIB)
+            )
+        )
+        elapsed = time.monotonic() - started
+        assert [len(a.bytes) for a in answers] == [MIB, MIB]
+        # 2 MiB through one 8 MiB/s pipe: 0.25 s at least (per request it would be 0.125 s).
+        assert elapsed >= 0.25
+    finally:
+        await stop_client(client)
+
+
+async def test_a_stall_holds_the_answer_then_delivers_it_intact(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        sim.add_wire_fault("stall", bot=sim.bot_id, media=True, seconds=1.0)
+        started = time.monotonic()
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=MIB, limit=MIB), timeout=10
+        )
+        assert time.monotonic() - started >= 1.0
+        assert answer.bytes == synthetic_bytes(sim.files["home.bin"].seed, MIB, MIB)
+    finally:
+        await stop_client(client)
+
+
+async def test_a_drip_trickles_the_answer(sim: WireSim, tmp_path: Path) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        sim.add_wire_fault("drip", bot=sim.bot_id, media=True, seconds=0.5)
+        started = time.monotonic()
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=0, limit=8192), timeout=10
+        )
+        # 8 KiB (+ MTProto overhead) at 8 KiB/s: most of the 0.5 s drip window.
+        assert time.monotonic() - started >= 0.45
+        assert answer.bytes == synthetic_bytes(sim.files["home.bin"].seed, 0, 8192)
+    finally:
+        await stop_client(client)
+
+
+async def test_intermediate_transport_is_served(sim: WireSim, tmp_path: Path) -> None:
+    from pyrogram.connection.transport import TCPIntermediate
+
+    client = make_client(sim, tmp_path, protocol_factory=TCPIntermediate)
+    await client.start()
+    try:
+        assert (await client.get_me()).id == sim.bot_id
+    finally:
+        await stop_client(client)
