@@ -275,7 +275,7 @@ def _run_on_simulator(settings: Settings, info_file: Path) -> int:
     The DC addresses and the simulator's RSA key are patched into pyrogram only for the duration
     of this run (``pointed_at``), so nothing of it can leak into a plain ``run``.
     """
-    from streambot.simulator.wire.client import pointed_at  # type: ignore[import-not-found]  # until wire.client lands
+    from streambot.simulator.wire.client import pointed_at
     from streambot.simulator.wire.info import InfoError, SimulatorInfo
 
     try:

@@ -283,7 +283,7 @@ async def run_demo(
     with tempfile.TemporaryDirectory(prefix="streambot-demo-") as tmp:
         data_dir = base.data_dir if base.data_dir != Path("data") else Path(tmp)
         if telegram == "wire":
-            from streambot.simulator.wire.client import pointed_at  # type: ignore[import-not-found]  # until wire.client lands
+            from streambot.simulator.wire.client import pointed_at
 
             async with simulator_process(
                 workdir=Path(tmp),

@@ -45,7 +45,7 @@ class SimulatorOptions:
 
 async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo:
     """Run the simulator until ``stop`` is set; returns the info it published."""
-    from streambot.simulator.wire.server import WireTelegram  # type: ignore[import-not-found]  # until wire.server lands
+    from streambot.simulator.wire.server import WireTelegram
 
     world = build_world(workers=options.workers)
     seeded = seed_files(world.telegram, options.paths, options.synthetic, dc_id=options.file_dc)

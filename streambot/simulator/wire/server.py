@@ -228,7 +228,7 @@ class WireTelegram:
         seconds: float | None = None,
         probability: float = 1.0,
         media: bool | None = None,
-    ) -> WireFault:
+    ) -> None:
         """Misbehave on matching connections; see :mod:`.faults` for when a fault fires.
 
         ``kind``: rst | blackhole | stall | drip. ``media`` narrows to media (True) or main
@@ -245,7 +245,6 @@ class WireTelegram:
             media=media,
         )
         self._faults.append(fault)
-        return fault
 
     def clear_wire_faults(self) -> None:
         self._faults.clear()
