@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -216,6 +218,11 @@ async def _tracked(
             complete = False
             try:
                 await body(tracked)
+                if tracked.bytes_sent != response.content_length:
+                    # Never finish a body that is not what the headers promised.
+                    raise StreamAborted(
+                        f"body ended after {tracked.bytes_sent} of {response.content_length} bytes"
+                    )
                 await response.write_eof()
                 complete = True
             finally:
@@ -235,9 +242,13 @@ async def _tracked(
     except StreamAborted as exc:
         log.warning("stream of message %s aborted: %s", info.message_id, exc)
         metrics.count_error("stream_aborted")
-    except ConnectionResetError:
-        # The viewer went away; the context managers have already cancelled the in-flight
-        # Telegram requests and unregistered the stream.
+    except ConnectionError as exc:
+        # The viewer went away: routine. The whole family, not only ConnectionResetError: a
+        # reset while we wait on back-pressure surfaces as a bare ConnectionError, a write after
+        # a close as aiohttp's ClientConnectionResetError, a broken pipe as BrokenPipeError. The
+        # context managers have already cancelled the in-flight Telegram requests, returned the
+        # budget and unregistered the stream.
+        log.debug("viewer %s hung up on message %s: %r", request.remote, info.message_id, exc)
         metrics.count_error("client_disconnect")
     except asyncio.CancelledError:
         # The stale-stream sweep or shutdown cut the stream; cancellation always propagates.
@@ -247,8 +258,25 @@ async def _tracked(
 
 
 def _abort(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()
+    """Cut the connection with a reset (RST), never a clean end of stream (FIN).
+
+    ``transport.abort()`` alone closes the socket normally: the kernel still delivers what it
+    holds and then a FIN, so the viewer sees a clean EOF short of Content-Length, which clients
+    that ignore the length store as a complete file. SO_LINGER with a zero timeout makes the
+    close a reset, so every client sees a failed transfer.
+    """
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    transport.abort()
+
+
+#: struct linger {l_onoff = 1, l_linger = 0}: close() sends RST and drops unsent data.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 async def _write(

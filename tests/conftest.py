@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import settings as hypothesis_settings
 
-from streambot.app import create_app
+from streambot.app import create_app, make_runner, make_site
 from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
 from .clock import VirtualTime
-from .helpers import LINK_SECRET, Running, StartApp, rule_breaking_calls
+from .helpers import LINK_SECRET, Running, Serve, Served, StartApp, rule_breaking_calls
 from .pg import pg_url  # noqa: F401  (the PostgreSQL fixture, for every module)
 
 # Properties assert results, not speed (bench/ measures speed): a slow or busy CI machine
@@ -70,3 +71,24 @@ async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     yield start
     for r in reversed(running):
         await r.client.close()
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
+    """Start the application behind the production runner and site on a real port."""
+    runners: list[web.AppRunner] = []
+
+    async def start(world: World, **overrides: Any) -> Served:
+        settings = world_settings(Settings(), world, data_dir=tmp_path / f"data{len(runners)}")
+        settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
+        app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
+        runner = make_runner(app)
+        await runner.setup()
+        runners.append(runner)
+        site = make_site(runner, "127.0.0.1", 0)
+        await site.start()
+        return Served(app, runner, site.port)
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()

@@ -53,6 +53,33 @@ class Running:
 
 StartApp = Callable[..., Awaitable[Running]]
 
+
+@dataclass
+class Served:
+    app: web.Application
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def url(self, message_id: int, name: str = "file.bin") -> str:
+        token = links.sign(links.LinkClaims(message_id, None), LINK_SECRET)
+        return f"http://127.0.0.1:{self.port}{links.link_paths(token, name)[0]}"
+
+    def path(self, message_id: int, name: str = "file.bin") -> str:
+        return self.url(message_id, name).split(str(self.port), 1)[1]
+
+    async def connect(self, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(source, 0))
+
+
+#: Start the application behind the production runner and site (``make_runner``/``make_site``)
+#: on a real port; unlike aiohttp's TestServer it does not cancel handlers on disconnect.
+Serve = Callable[..., Awaitable[Served]]
+
+
 SMALL_BLOCKS = {"stream_block_size_kib": 4}
 
 

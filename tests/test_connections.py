@@ -8,72 +8,22 @@ on a real port. Hostile clients and the normal viewer connect from different loo
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from streambot import links
-from streambot.app import SERVICES, Services, create_app, make_runner, make_site
-from streambot.config import Settings
 from streambot.simulator import SyntheticContent
-from streambot.simulator.world import World, world_settings
+from streambot.simulator.world import World
 from streambot.units import MIB
 
-from .helpers import LINK_SECRET, eventually, expected
+from .helpers import Serve, Served, eventually, expected
 
 NORMAL = "127.0.0.9"  # the well-behaved viewer
 HOSTILE = "127.0.0.2"
 OTHER = "127.0.0.3"
-
-
-@dataclasses.dataclass
-class Served:
-    app: web.Application
-    port: int
-
-    @property
-    def services(self) -> Services:
-        return self.app[SERVICES]
-
-    def url(self, message_id: int, name: str = "file.bin") -> str:
-        token = links.sign(links.LinkClaims(message_id, None), LINK_SECRET)
-        return f"http://127.0.0.1:{self.port}{links.link_paths(token, name)[0]}"
-
-    def path(self, message_id: int, name: str = "file.bin") -> str:
-        return self.url(message_id, name).split(str(self.port), 1)[1]
-
-    async def connect(self, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection("127.0.0.1", self.port, local_addr=(source, 0))
-
-
-Serve = Callable[..., Awaitable[Served]]
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
-    runners: list[web.AppRunner] = []
-
-    async def start(world: World, **overrides: Any) -> Served:
-        settings = world_settings(Settings(), world, data_dir=tmp_path / f"data{len(runners)}")
-        settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
-        app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
-        runner = make_runner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = make_site(runner, "127.0.0.1", 0)
-        await site.start()
-        return Served(app, site.port)
-
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
 
 
 def session(source: str) -> aiohttp.ClientSession:

@@ -1,0 +1,112 @@
+"""Hang-ups and cut streams over a raw socket (issue 16 items 1 and 2).
+
+A viewer that goes away is routine: whichever way it goes (reset or close, while the server waits
+on back-pressure), it is counted as a client disconnect, logged at most at DEBUG, and everything
+is released. A stream the server must cut mid-body ends in a connection reset, never in a clean
+end of stream short of Content-Length (which clients that ignore the length keep as a complete file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from streambot.simulator import SyntheticContent
+from streambot.simulator.world import World
+from streambot.units import MIB
+
+from .helpers import Serve, Served, eventually
+
+
+def quiescent(app: Served) -> bool:
+    services = app.services
+    return (
+        len(services.registry) == 0
+        and services.budget.used == 0
+        and services.budget.active_streams == 0
+        and all(fc.active_streams == 0 for fc in services.fleet.clients)
+    )
+
+
+def errors(app: Served, kind: str) -> float:
+    """One sample of /metrics' streambot_errors_total."""
+    for family in text_string_to_metric_families(app.services.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "streambot_errors_total" and sample.labels == {"kind": kind}:
+                return sample.value
+    return 0.0
+
+
+def handlers(app: Served) -> list[web.RequestHandler]:
+    server = app.runner.server
+    assert server is not None
+    return list(server.connections)
+
+
+async def raw_get(app: Served, path: str) -> tuple[socket.socket, bytes]:
+    """A GET on a small-buffered raw socket; returns it and the response head."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", app.port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1)
+    return sock, head
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_hang_up_while_the_server_waits_on_back_pressure(
+    world: World, serve: Serve, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """Observed: a reset during the drain raised ConnectionError (not ConnectionResetError),
+    escaped the route as an ERROR traceback and was not counted as a disconnect."""
+    caplog.set_level(logging.DEBUG)
+    _f, msg_id = world.store(SyntheticContent(32 * MIB, seed=2), name="movie.mp4")
+    app = await serve(world)
+    sock, head = await raw_get(app, app.path(msg_id, "movie.mp4"))
+    assert head.startswith(b"HTTP/1.1 200")
+    # The viewer reads nothing more: the server fills the socket buffers and waits.
+    await eventually(lambda: any(h.writing_paused for h in handlers(app)))
+    assert len(app.services.registry) == 1
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+    await eventually(lambda: quiescent(app))
+    await eventually(lambda: errors(app, "client_disconnect") == 1)
+    loud = [r for r in caplog.records if r.levelno > logging.DEBUG and r.name != "aiohttp.access"]
+    assert [r for r in loud if r.exc_info or r.levelno >= logging.WARNING] == []
+    assert any("hung up" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stream_cut_mid_body_resets_the_connection(world: World, serve: Serve) -> None:
+    """Observed: a cut stream ended with a clean FIN short of Content-Length. It must be a reset."""
+    _f, msg_id = world.store(SyntheticContent(50_003, seed=3), name="f.bin")
+    app = await serve(world, stream_block_size_kib=4)
+    world.telegram.inject("upload.GetFile", code=400, message="FILE_ID_INVALID", skip=6)
+    sock, head = await raw_get(app, app.path(msg_id, "f.bin"))
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"\r\nContent-Length: 50003\r\n" in head
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    async def read_to_end() -> None:
+        nonlocal received
+        async with asyncio.timeout(10):
+            while data := await loop.sock_recv(sock, 65536):
+                received += len(data)
+
+    with pytest.raises(ConnectionResetError):
+        await read_to_end()
+    sock.close()
+    assert received < 50_003
+    await eventually(lambda: quiescent(app))
