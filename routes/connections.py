@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +137,26 @@ class GuardedSite(web.TCPSite):
             reuse_port=self._reuse_port,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+class QuietClientErrors(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, with malformed requests logged as one DEBUG line.
+
+    aiohttp logs every request it cannot parse (bad request line, a header over 8,190 bytes,
+    bad chunking) as an ERROR with a traceback: anyone could fill the log with tracebacks just by
+    sending junk, and a real error would drown in them. Those are the client's fault and get a
+    400 already; real failures in a handler (which become a 500) still log as ERROR.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            kwargs.pop("exc_info")
+            # Not msg % args: args may hold client-chosen text; logging formats it lazily.
+            self.logger.debug(f"{msg} (malformed request: %r)", *args, exc, **kwargs)  # type: ignore[arg-type]
+            return
+        self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
+
+    def exception(self, msg: object, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("exc_info", True)
+        self.log(logging.ERROR, msg, *args, **kwargs)

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from routes import api, client_address, download, keys, player
-from routes.connections import ConnectionGuard, GuardedSite
+from routes.connections import ConnectionGuard, GuardedSite, QuietClientErrors
 from streambot.admission import Admission
 from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
@@ -520,7 +520,11 @@ def make_runner(app: web.Application) -> web.AppRunner:
         handle_signals=False,
         shutdown_timeout=settings.shutdown_grace_seconds,
         keepalive_timeout=settings.http_keepalive_seconds,
+        # A request body announced but never sent (no route here takes one) held the socket
+        # for aiohttp's 10 s lingering close; one second is plenty for a body really on its way.
+        lingering_time=1.0,
         access_log_class=client_address.AccessLogger,
+        logger=QuietClientErrors(logging.getLogger("aiohttp.server")),
     )
 
 
