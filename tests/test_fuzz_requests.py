@@ -21,7 +21,7 @@ from streambot import links
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World
 
-from .conftest import LINK_SECRET, Serve
+from .helpers import LINK_SECRET, Serve
 
 REQUESTS = 2400
 SEED = 16
