@@ -37,7 +37,6 @@ from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
-from streambot.pg_store import PgStore
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, link_secret_fingerprint
@@ -162,11 +161,13 @@ async def create_app(
     )
     # The engine: PostgreSQL when nodes share DATABASE_URL, else the SQLite file (opened by
     # _store_ctx either way).
-    store: Store = (
-        PgStore(settings.database_url, pool_size=settings.database_pool_size)
-        if settings.database_url
-        else SqliteStore(settings.database_file)
-    )
+    store: Store
+    if settings.database_url:
+        from streambot.pg_store import PgStore  # asyncpg loads only for nodes that use it
+
+        store = PgStore(settings.database_url, pool_size=settings.database_pool_size)
+    else:
+        store = SqliteStore(settings.database_file)
     bandwidth = Bandwidth(
         store,
         Quotas.from_gb(
