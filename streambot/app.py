@@ -177,6 +177,7 @@ async def create_app(
         ),
         flush_seconds=settings.bandwidth_flush_seconds,
         pending_limit=settings.bandwidth_pending_limit,
+        cache_seconds=settings.bandwidth_quota_cache_seconds,
     )
     guard = LinkGuard(
         store,

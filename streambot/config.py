@@ -685,6 +685,13 @@ class Settings:
         doc="Distinct counters held in memory between flushes; more trigger an early flush.",
         check=_at_least(10),
     )
+    bandwidth_quota_cache_seconds: float = _setting(
+        5.0,
+        group="Bandwidth",
+        example="5",
+        doc="Quota checks reuse a total read from the database for this long; with several nodes, another node's traffic shows after at most BANDWIDTH_FLUSH_SECONDS plus this.",
+        check=_at_least(0),
+    )
     bandwidth_keep_days: int = _setting(
         90,
         group="Bandwidth",

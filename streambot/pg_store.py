@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -388,7 +389,8 @@ class PgStore:
                 conn = await asyncpg.connect(
                     self._dsn,
                     timeout=self._timeout,
-                    server_settings={"application_name": LISTENER_NAME},
+                    # With the pid, an operator (or a test) can tell whose listener is whose.
+                    server_settings={"application_name": f"{LISTENER_NAME} {os.getpid()}"},
                 )
             except _DB_ERRORS as exc:
                 log.warning("revocation listener cannot connect (%s); retrying", _reason(exc))

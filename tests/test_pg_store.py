@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import random
 import time
 from collections import Counter
@@ -162,7 +163,7 @@ async def test_a_dropped_listener_replays_what_it_missed(pg_url: str) -> None:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = $1",
-            LISTENER_NAME,
+            f"{LISTENER_NAME} {os.getpid()}",
         )
         assert killed == 1
         # Revoke before B can possibly be listening again: its NOTIFY reaches no one.
