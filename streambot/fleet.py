@@ -23,6 +23,7 @@ from pyrogram.errors import RPCError
 
 from streambot.errors import UNREADABLE_ANSWER, UnreadableAnswer
 from streambot.private import private_dir, tighten_all
+from streambot.transport import LinearAbridged
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ class Fleet:
                 bot_token=token,
                 workdir=str(session_dir),
                 no_updates=not is_main,  # workers only download; the main bot handles updates
-                workers=workers,
+                # Handler tasks and threads serve updates, which a worker never gets: one each.
+                workers=workers if is_main else 1,
+                protocol_factory=LinearAbridged,
                 sleep_threshold=5,  # longer FloodWaits surface so the stream can move elsewhere
                 # Replies carry URLs and user-chosen file names verbatim; pyrogram's default
                 # Markdown/HTML parsing would eat "__" or "--" in a link token (breaking the

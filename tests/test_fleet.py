@@ -13,6 +13,7 @@ from streambot.config import Settings
 from streambot.fleet import ClientState, Fleet, FleetStartError, NoClientAvailable, session_name
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world, world_settings
+from streambot.transport import LinearAbridged
 
 from .clock import ManualClock
 from .helpers import LINK_SECRET, StartApp
@@ -159,3 +160,21 @@ async def test_unreadable_answer_from_telegram_fails_start_up_with_a_reason(tmp_
     assert message.startswith("the main bot could not start: Telegram's answer could not be read")
     assert "proxy or firewall" in message
     assert world.telegram.count("auth.ImportBotAuthorization") == 0
+
+
+async def test_every_client_reads_with_the_linear_transport_and_workers_get_one_handler(
+    tmp_path,
+) -> None:
+    """Downloads go through LinearAbridged; a worker never gets updates, so it keeps one
+    handler task and thread instead of the main bot's pool (a 50-bot fleet stays small)."""
+    fleet = Fleet.build(
+        api_id=1,
+        api_hash="0" * 32,
+        bot_token="1000:" + "a" * 35,
+        worker_tokens=["1001:" + "b" * 35, "1002:" + "c" * 35],
+        session_dir=tmp_path / "sessions",
+        workers=4,
+    )
+    assert [fc.client.protocol_factory for fc in fleet.clients] == [LinearAbridged] * 3
+    assert [fc.client.workers for fc in fleet.clients] == [4, 1, 1]
+    assert [fc.client.no_updates for fc in fleet.clients] == [False, True, True]
