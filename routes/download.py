@@ -22,6 +22,7 @@ from aiohttp import web
 from routes import http_semantics as hs
 from routes import keys
 from routes.errors import REFUSED, Refusal, refusal_for
+from routes.send_queue import unsent_bytes
 from streambot import links
 from streambot.admission import Admitted, merge
 from streambot.catalog import FileInfo
@@ -311,8 +312,14 @@ async def _pump(
     """Write one range's bytes; prepares the response after the first block when ``started``."""
     app = request.app
     progress = StreamProgress()
+    written = 0  # this part's body bytes handed to the connection
+
+    def taken() -> int:
+        unsent = unsent_bytes(request.transport)
+        return 0 if unsent is None else max(0, written - unsent)
+
     agen: AsyncIterator[bytes | memoryview] = app[keys.STREAMER].stream(
-        info, part.start, part.end, progress
+        info, part.start, part.end, progress, taken=taken
     )
     async with contextlib.aclosing(agen):  # type: ignore[type-var]
         if started is not None:
@@ -326,9 +333,11 @@ async def _pump(
             await response.prepare(request)
             _observe(app[keys.METRICS], started, response.status)
             await _write(request, response, tracked, chunk)
+            written += len(chunk)
         async for chunk in agen:
             tracked.client = progress.client
             await _write(request, response, tracked, chunk)
+            written += len(chunk)
 
 
 def _observe(metrics: Metrics, started: float, status: int) -> None:

@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class StreamerConfig:
     prefetch: int = 8
-    # The window starts here and doubles per block delivered: a player that reads a few KiB
-    # and hangs up -- probing for the index, seeking -- wastes a few requests instead of a
-    # full window, and a viewer who stays reaches ``prefetch`` within a few round trips.
+    # The window starts here and doubles per block the viewer has taken: a player that reads a
+    # few KiB and hangs up -- probing for the index, seeking -- wastes a request or two instead
+    # of a full window, and a viewer who stays reaches ``prefetch`` within a few round trips.
+    # A block counts once its bytes left the socket and a later block was handed over (so at
+    # least one round trip passed): a write only fills kernel buffers, which on loopback and on
+    # fast links swallow a whole block at once whether the viewer reads on or has hung up.
     # (Growing by one per block, as TCP does, ramps slower for the same probe cost; see
     # bench/README.md.)
     prefetch_start: int = 1
@@ -187,9 +190,18 @@ class Streamer:
         self._session_tasks: dict[tuple[str, int], asyncio.Task[Session]] = {}
 
     async def stream(
-        self, info: FileInfo, start: int, end: int, progress: StreamProgress | None = None
+        self,
+        info: FileInfo,
+        start: int,
+        end: int,
+        progress: StreamProgress | None = None,
+        *,
+        taken: Callable[[], int] | None = None,
     ) -> AsyncIterator[bytes | memoryview]:
         """Yield the bytes of ``[start, end]`` (inclusive) of ``info``; raise StreamAborted on failure.
+
+        ``taken`` says how many of the yielded bytes the viewer has really taken (written out of
+        the socket); the window grows only with those. Without it every yielded byte counts.
 
         Never raises a Telegram or network error: anything that stops the stream becomes
         :class:`StreamAborted`, so callers cannot mistake it for their own client going away.
@@ -199,6 +211,10 @@ class Streamer:
         budget = self._budget
         pos = start
         ramp = max(1, min(cfg.prefetch_start, cfg.prefetch))
+        # Stream offsets (bytes yielded so far) at which each handed-over chunk ends, while the
+        # window is still growing; each one the viewer has taken doubles the window.
+        handed: collections.deque[int] = collections.deque()
+        yielded = 0
         w = _Window(_Blocks(start, end, info.size, cfg.block_size))
         attempt: _Attempt | None = None
 
@@ -226,6 +242,13 @@ class Streamer:
             while True:
                 failure: Exception | None = None
                 while w.pending or w.blocks.peek() is not None:
+                    # The latest chunk never counts at its own refill: it has only just been
+                    # written. Taken ones grow the window (to ``prefetch`` at most).
+                    if len(handed) > 1:
+                        done = taken() if taken is not None else yielded
+                        while len(handed) > 1 and handed[0] <= done:
+                            handed.popleft()
+                            ramp = min(cfg.prefetch, ramp * 2)
                     # The window is re-read per block so streams shrink as others start.
                     window = min(ramp, budget.window(cfg.prefetch, cfg.block_size))
                     while len(w.pending) < window and (block := w.blocks.peek()) is not None:
@@ -265,7 +288,9 @@ class Streamer:
                         budget.release(block.limit)
                     pos += len(chunk)
                     progress.bytes_yielded += len(chunk)
-                    ramp = min(cfg.prefetch, ramp * 2)
+                    yielded += len(chunk)
+                    if ramp < cfg.prefetch and len(handed) <= cfg.prefetch:
+                        handed.append(yielded)
                     stuck = 0
                 if failure is None:
                     break

@@ -97,6 +97,46 @@ async def test_a_viewer_who_leaves_after_one_chunk_costs_prefetch_start_requests
     assert world.telegram.max_inflight["upload.GetFile"] == 8
 
 
+async def read_one_block_and_hang_up(app: Running, path: str, block: int) -> None:
+    """A raw HTTP/1.1 viewer: ask for the whole file, read one block of body, close."""
+    url = app.client.make_url(path)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(await reader.readexactly(block)) == block
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("block_kib", [64, 1024])
+async def test_read_ahead_does_not_outrun_a_viewer_who_hangs_up(
+    world: World, start_app: StartApp, block_kib: int
+) -> None:
+    """A viewer that reads one block and hangs up costs about what a sequential peer's costs
+    (2 GetFile: the block and the next one), not a doubled window: the window grows only with
+    blocks that left the socket. A viewer who stays still gets the full window."""
+    block = block_kib * 1024
+    size = 32 * block
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="f.bin")
+    app = await start_app(
+        world, stream_block_size_kib=block_kib, stream_prefetch=8, stream_prefetch_start=1
+    )
+    world.telegram.rtt = 0.02
+    path = app.dl_path(msg_id, "f.bin")
+    viewers = 8
+    for _ in range(viewers):
+        await read_one_block_and_hang_up(app, path, block)
+        await eventually(lambda: quiescent(app))
+    per_viewer = world.telegram.count("upload.GetFile") / viewers
+    assert per_viewer <= 2.5, per_viewer
+
+    before = world.telegram.count("upload.GetFile")
+    await get_exact(app, path, size)
+    assert world.telegram.count("upload.GetFile") - before == 32
+    assert world.telegram.max_inflight["upload.GetFile"] == 8
+
+
 async def test_prefetch_1_is_strictly_sequential(world: World, start_app: StartApp) -> None:
     """STREAM_PREFETCH=1 never has two GetFile requests in flight, even across several ranges."""
     app, path = await start_with_file(world, start_app, stream_prefetch=1)
