@@ -31,6 +31,18 @@ def world() -> World:
     return build_world(workers=0)
 
 
+@pytest.fixture(params=[1, 3], ids=["1client", "3clients"])
+def fleet_size(request: pytest.FixtureRequest) -> int:
+    """How many Telegram clients the fleet has: contract tests run on one and on three."""
+    return int(request.param)
+
+
+@pytest.fixture
+def fleet_world(fleet_size: int) -> World:
+    """A world whose fleet has ``fleet_size`` clients (the main bot plus workers)."""
+    return build_world(workers=fleet_size - 1)
+
+
 @pytest.fixture
 def telegram_rules(world: World) -> Iterator[None]:
     """After the test: the simulator's log holds no GetFile that Telegram would reject.

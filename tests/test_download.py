@@ -34,6 +34,13 @@ from .helpers import (
 # Every test here also checks that no GetFile broke Telegram's rules (conftest).
 pytestmark = pytest.mark.usefixtures("telegram_rules")
 
+
+@pytest.fixture
+def world(fleet_world: World) -> World:
+    """Every test here that takes ``world`` runs on a fleet of one client and of three."""
+    return fleet_world
+
+
 SIZE = 50_003  # 13 blocks of 4 KiB, the last one partial
 SEED = 11
 

@@ -24,6 +24,18 @@ from .helpers import ABORTED, SMALL_BLOCKS, Running, StartApp, eventually, expec
 # Every test here also checks that no GetFile broke Telegram's rules (conftest).
 pytestmark = pytest.mark.usefixtures("telegram_rules")
 
+
+#: For tests about what happens when there is no other client to move to (or that count one
+#: client's sessions): they run on a fleet of one only.
+ONE_CLIENT = pytest.mark.parametrize("fleet_size", [1], ids=["1client"])
+
+
+@pytest.fixture
+def world(fleet_world: World) -> World:
+    """Every test here that takes ``world`` runs on a fleet of one client and of three."""
+    return fleet_world
+
+
 BLOCK = 4096
 BLOCKS = 24
 SIZE = BLOCKS * BLOCK - 123  # the last block is partial
@@ -306,6 +318,7 @@ async def test_short_floodwait_is_waited_out_in_place(world: World, start_app: S
     assert max(c.offset or 0 for c in world.telegram.getfile_calls()) == (BLOCKS - 1) * BLOCK
 
 
+@ONE_CLIENT
 async def test_long_floodwait_with_one_client_waits_then_resumes(
     world: World, start_app: StartApp
 ) -> None:
@@ -319,6 +332,7 @@ async def test_long_floodwait_with_one_client_waits_then_resumes(
     assert quiescent(app)
 
 
+@ONE_CLIENT
 async def test_floodwait_beyond_max_wait_aborts(world: World, start_app: StartApp) -> None:
     """A FloodWait longer than STREAM_MAX_WAIT_SECONDS with one client cuts the connection."""
     app, path = await start_with_file(world, start_app, stream_max_wait_seconds=1.0)
@@ -380,6 +394,7 @@ async def test_aborted_range_response_is_not_short(world: World, start_app: Star
             await resp.read()
 
 
+@ONE_CLIENT
 @pytest.mark.parametrize(
     "fault",
     [
@@ -400,6 +415,7 @@ async def test_error_on_first_block_is_a_clean_502(
     await eventually(lambda: quiescent(app))
 
 
+@ONE_CLIENT
 async def test_offline_client_gives_502(world: World, start_app: StartApp) -> None:
     """An unreachable only client (file info cached) answers 502, not a hang or a 500."""
     app, path = await start_with_file(world, start_app, stream_retries=0)
@@ -438,6 +454,7 @@ async def test_file_migrate_mid_life_follows_the_file(world: World, start_app: S
     assert {c.dc_id for c in world.telegram.getfile_calls()} == {4}
 
 
+@ONE_CLIENT
 async def test_concurrent_streams_open_one_media_session_per_dc(
     world: World, start_app: StartApp
 ) -> None:
