@@ -3,7 +3,9 @@
 TCP framing, the DH key exchange, AES-IGE, msg_ids, salts, pings, containers, gzip, per-DC
 authorization and updates all run for real here. The server runs in the test's event loop (the
 ``sim`` fixture); these tests claim behaviour, never timing or CPU, except where a lower bound is
-the behaviour (a lost answer costs the whole request timeout).
+the behaviour (a lost answer costs the whole request timeout). Each test runs twice: against a
+server in the test's event loop and against ``python -m streambot simulator`` in its own process
+(driven through the control API); what only one of them offers is asked for with ``needs``.
 """
 
 from __future__ import annotations
@@ -33,19 +35,28 @@ from streambot.simulator.wire.framing import Framing
 from streambot.simulator.wire.handshake import is_prime
 from streambot.simulator.wire.rsa import RsaKey
 from streambot.simulator.wire.server import WireTelegram
+from tests.helpers import eventually
 from tests.wire_harness import (
     MIB,
     InLoopSim,
     WireSim,
     in_loop_sim,
     make_client,
+    needs,
     pointed,
+    process_sim,
     stop_client,
 )
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[WireSim]:
+@pytest.fixture(params=["in_loop", "process"])
+async def sim(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[WireSim]:
+    if request.param == "process":
+        with process_sim(tmp_path_factory.mktemp("simulator")) as p, pointed(p):
+            yield p
+        return
     async with in_loop_sim() as s:
         with pointed(s):
             yield s
@@ -101,6 +112,7 @@ async def test_login_runs_the_key_exchange_and_a_second_start_reuses_the_session
 async def test_get_messages_and_byte_exact_getfile_across_mib_edges_with_a_salt_rotation(
     sim: WireSim, tmp_path: Path
 ) -> None:
+    needs(sim, "rotate_salt")
     client = make_client(sim, tmp_path)
     await client.start()
     try:
@@ -130,6 +142,7 @@ async def test_get_messages_and_byte_exact_getfile_across_mib_edges_with_a_salt_
 async def test_a_file_on_a_foreign_dc_goes_through_a_new_key_and_export_import(
     sim: WireSim, tmp_path: Path
 ) -> None:
+    needs(sim, "dc4_file")
     client = make_client(sim, tmp_path)
     await client.start()
     try:
@@ -153,6 +166,7 @@ async def test_a_key_never_authorized_gets_auth_key_unregistered(
     sim: WireSim, tmp_path: Path
 ) -> None:
     """The poisoned-session case: a DC-4 key whose authorization import never happened."""
+    needs(sim, "dc4_file")
     client = make_client(sim, tmp_path)
     await client.start()
     try:
@@ -166,6 +180,7 @@ async def test_a_key_never_authorized_gets_auth_key_unregistered(
 
 
 async def test_a_bot_of_another_dc_is_migrated_at_login(sim: WireSim, tmp_path: Path) -> None:
+    needs(sim, "far_bot")
     client = make_client(sim, tmp_path, name="far", token=sim.far_bot_token)
     await client.start()
     try:
@@ -279,7 +294,9 @@ async def test_a_black_hole_is_only_noticed_by_the_request_timeout(
         await stop_client(client)
 
 
-async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: InLoopSim, tmp_path: Path) -> None:
+async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: WireSim, tmp_path: Path) -> None:
+    needs(sim, "world")
+    assert isinstance(sim, InLoopSim)
     client = make_client(sim, tmp_path)
     await client.start()
     try:
@@ -292,6 +309,28 @@ async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: InLoopSim, tmp_
     finally:
         await stop_client(client)
     assert sim.world.count("upload.GetFile") == 2  # FLOOD_WAIT_1 slept through, then the error
+
+
+async def test_ping_delay_disconnect_closes_a_connection_that_stops_pinging(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        session = await client.get_session(dc, is_media=True)
+        accepted = sim.stats()["counters"]["connections_accepted"]
+        pong = await session.send(raw.functions.PingDelayDisconnect(ping_id=7, disconnect_delay=1))
+        assert pong.ping_id == 7
+        # No ping within a second: the server hangs up and pyrogram reconnects.
+        await eventually(lambda: sim.stats()["counters"].get("ping_disconnects", 0) == 1, 10)
+        await eventually(lambda: sim.stats()["counters"]["connections_accepted"] > accepted, 10)
+        answer = await session.invoke(
+            raw.functions.upload.GetFile(location=loc, offset=0, limit=4096), timeout=10
+        )
+        assert len(answer.bytes) == 4096
+    finally:
+        await stop_client(client)
 
 
 # ---------------------------------------------------------------------- pieces, table-tested
@@ -363,6 +402,9 @@ def test_wire_fault_after_count_and_filters() -> None:
         for bot, media in [(7, True), (8, True), (7, False), (7, True), (7, True), (7, True)]
     ]
     assert fired == [False, False, False, False, True, False]
+    sometimes = WireFault.make("rst", count=None, probability=0.5)
+    hits = sum(pick([sometimes], None, 2, False, rng) is not None for _ in range(1000))
+    assert 400 < hits < 600  # seeded: the same run every time
     with pytest.raises(WireFaultError):
         WireFault.make("meteor")
     with pytest.raises(WireFaultError):
@@ -384,9 +426,9 @@ async def test_server_lists_one_main_and_one_media_port_per_dc() -> None:
 
 
 # ---------------------------------------------------------------------- the wire model
-async def test_rtt_applies_to_every_packet_of_a_login(sim: InLoopSim, tmp_path: Path) -> None:
+async def test_rtt_applies_to_every_packet_of_a_login(sim: WireSim, tmp_path: Path) -> None:
     """Key exchange (3 round trips), Ping, InitConnection, the salt resend and the login."""
-    sim.server.set_limits(rtt_ms=100)
+    sim.set_limits(rtt_ms=100)
     client = make_client(sim, tmp_path)
     started = time.monotonic()
     await client.start()
@@ -396,14 +438,14 @@ async def test_rtt_applies_to_every_packet_of_a_login(sim: InLoopSim, tmp_path: 
 
 
 async def test_bandwidth_is_shared_by_the_answers_on_one_connection(
-    sim: InLoopSim, tmp_path: Path
+    sim: WireSim, tmp_path: Path
 ) -> None:
     client = make_client(sim, tmp_path)
     await client.start()
     try:
         loc, dc = await file_location(client, sim, "home.bin")
         session = await client.get_session(dc, is_media=True)
-        sim.server.set_limits(bandwidth_mib_s=8)
+        sim.set_limits(bandwidth_mib_s=8)
         started = time.monotonic()
         answers = await asyncio.gather(
             *(

@@ -1,25 +1,38 @@
 """A wire simulator as tests see it, whichever process it runs in.
 
 Tests over the wire talk to a :class:`WireSim`: addresses and RSA key to point pyrogram at, the
-scenario (bot tokens, channel, files) and the few controls a test needs (faults, salt rotation,
-counters, user messages and the bot's replies). :class:`InLoopSim` runs the server in the test's own
-event loop: fine for behaviour, wrong for anything about timing or CPU, which needs the server in
-another process (the standalone simulator process implements the same surface over its control API).
+scenario (bot tokens, channel, files) and the few controls a test needs (faults, limits, salt
+rotation, counters, user messages and the bot's replies). :class:`InLoopSim` runs the server in the
+test's own event loop: fine for behaviour, and the fast default. :class:`ProcessSim` runs it as
+``python -m streambot simulator`` and drives it through the control API: what timing claims need.
+A test asks for what only one of them offers with :func:`needs`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyrogram
+import pytest
 from pyrogram.enums import ParseMode
 
 from streambot.simulator import SimulatedTelegram, SyntheticContent
+from streambot.simulator.samples import SyntheticFile
 from streambot.simulator.wire.client import pointed_at
+from streambot.simulator.wire.info import SimulatorInfo
 from streambot.simulator.wire.server import WireTelegram
 
 MIB = 1 << 20
@@ -36,6 +49,9 @@ class SimFileInfo:
 
 
 class WireSim(Protocol):
+    #: beyond the common surface: "rotate_salt", "far_bot" (home DC 4), "dc4_file", "world"
+    capabilities: frozenset[str]
+
     @property
     def dcs(self) -> dict[int, Address]: ...
     @property
@@ -52,6 +68,7 @@ class WireSim(Protocol):
     files: dict[str, SimFileInfo]
 
     def add_wire_fault(self, kind: str, **kw: Any) -> None: ...
+    def set_limits(self, **kw: float) -> None: ...
     def rotate_salt(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
     def count(self, method: str) -> int: ...
@@ -59,8 +76,15 @@ class WireSim(Protocol):
     async def wait_replies(self, user_id: int, count: int, timeout: float) -> list[str]: ...
 
 
+def needs(sim: WireSim, capability: str) -> None:
+    if capability not in sim.capabilities:
+        pytest.skip(f"this simulator ({type(sim).__name__}) has no {capability}")
+
+
 class InLoopSim:
     """World + :class:`WireTelegram` in this event loop, with the standard test scenario."""
+
+    capabilities = frozenset({"rotate_salt", "far_bot", "dc4_file", "world"})
 
     def __init__(self) -> None:
         self.world = SimulatedTelegram()
@@ -97,6 +121,9 @@ class InLoopSim:
     def add_wire_fault(self, kind: str, **kw: Any) -> None:
         self.server.add_wire_fault(kind, **kw)
 
+    def set_limits(self, **kw: float) -> None:
+        self.server.set_limits(**kw)
+
     def rotate_salt(self) -> None:
         self.server.rotate_salt()
 
@@ -113,6 +140,118 @@ class InLoopSim:
     async def wait_replies(self, user_id: int, count: int, timeout: float) -> list[str]:
         replies = await self.world.wait_replies(self.world.users[user_id], count, timeout)
         return [r.text for r in replies]
+
+
+#: The files of the standard scenario that a simulator process can post (all on its home DC).
+PROCESS_FILES = ((3 * MIB + 12_345, "home.bin"), (2 * MIB, "exact.bin"))
+PROCESS_START_DEADLINE = 60.0
+
+
+class ProcessSim:
+    """``python -m streambot simulator`` in its own process, driven through its control API.
+
+    The control API calls are blocking HTTP on loopback to another process: fine in a test.
+    """
+
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, workdir: Path) -> None:
+        info_path = workdir / "sim-info.json"
+        args = [sys.executable, "-m", "streambot", "simulator", "--workers", "0"]
+        for size, name in PROCESS_FILES:
+            args += ["--synthetic", f"{size}:{name}"]
+        args += ["--info-out", str(info_path)]
+        self._log = (workdir / "sim.log").open("wb")
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + PROCESS_START_DEADLINE
+        while not info_path.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"simulator did not start: {(workdir / 'sim.log').read_text()}")
+            time.sleep(0.05)
+        self.info = SimulatorInfo.load(info_path)
+        self.bot_token = self.info.bot_token
+        self.bot_id = int(self.bot_token.split(":")[0])
+        self.far_bot_token, self.far_bot_id = "", 0
+        self.chat_id = self.info.bin_channel
+        self.user_id = 424_242
+        self.files = {
+            f.name: SimFileInfo(
+                f.name, f.size, f.message_id, f.dc, SyntheticFile(f.size, f.name).seed
+            )
+            for f in self.info.files
+        }
+
+    @property
+    def dcs(self) -> dict[int, Address]:
+        return self.info.dcs
+
+    @property
+    def media_dcs(self) -> dict[int, Address]:
+        return self.info.media_dcs
+
+    @property
+    def rsa_public_pem(self) -> str:
+        return self.info.rsa_public_key
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.info.control_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=70) as response:
+            return json.loads(response.read())
+
+    def add_wire_fault(self, kind: str, **kw: Any) -> None:
+        # The control API has no media filter: with no other answer pending, the next
+        # answer on any of the bot's connections is the one the test is waiting for.
+        kw.pop("media", None)
+        self._call("POST", "/faults", {"kind": kind, **kw})
+
+    def set_limits(self, **kw: float) -> None:
+        self._call("POST", "/limits", kw)
+
+    def rotate_salt(self) -> None:
+        raise NotImplementedError("no control API for salts")
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._call("GET", "/stats")
+        return stats
+
+    def count(self, method: str) -> int:
+        return int(self.stats()["requests"]["by_method"].get(method, 0))
+
+    async def send_text(self, user_id: int, text: str) -> None:
+        body = {"user_id": user_id, "text": text}
+        await asyncio.to_thread(self._call, "POST", "/messages", body)
+
+    async def wait_replies(self, user_id: int, count: int, timeout: float) -> list[str]:
+        # In a thread: the bot answering in this event loop must keep running meanwhile.
+        query = urllib.parse.urlencode({"user_id": user_id, "count": count, "wait": timeout})
+        answer = await asyncio.to_thread(self._call, "GET", f"/replies?{query}")
+        return [r["text"] for r in answer["replies"]]
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            os.kill(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def process_sim(workdir: Path) -> Iterator[ProcessSim]:
+    sim = ProcessSim(workdir)
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 @contextlib.asynccontextmanager

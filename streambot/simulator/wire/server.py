@@ -592,7 +592,11 @@ class _Connection:
         if self.disconnect_timer is not None:
             self.disconnect_timer.cancel()
         if delay > 0:
-            self.disconnect_timer = asyncio.get_running_loop().call_later(delay, self.link.close)
+            self.disconnect_timer = asyncio.get_running_loop().call_later(delay, self._ping_timeout)
+
+    def _ping_timeout(self) -> None:
+        self.server.counters["ping_disconnects"] += 1
+        self.link.close()
 
     async def _rpc(self, msg_id: int, body: Any) -> None:
         server = self.server
