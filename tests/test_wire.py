@@ -14,11 +14,15 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyrogram import filters, raw
+from pyrogram.crypto import mtproto
 from pyrogram.errors import (
     AuthKeyDuplicated,
     AuthKeyUnregistered,
@@ -27,14 +31,15 @@ from pyrogram.errors import (
 )
 from pyrogram.file_id import FileId
 from pyrogram.handlers import MessageHandler
+from pyrogram.raw.core import Message
 
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.wire.client import pointed_at, route
 from streambot.simulator.wire.faults import WireFault, WireFaultError, pick
-from streambot.simulator.wire.framing import Framing
+from streambot.simulator.wire.framing import Framing, Transport
 from streambot.simulator.wire.handshake import is_prime
 from streambot.simulator.wire.rsa import RsaKey
-from streambot.simulator.wire.server import WireTelegram
+from streambot.simulator.wire.server import AuthKey, WireTelegram, _pack, _unpack
 from tests.helpers import eventually
 from tests.wire_harness import (
     MIB,
@@ -507,3 +512,40 @@ async def test_intermediate_transport_is_served(sim: WireSim, tmp_path: Path) ->
         assert (await client.get_me()).id == sim.bot_id
     finally:
         await stop_client(client)
+
+
+# ---------------------------------------------------------------------- properties
+TRANSPORTS: tuple[Transport, ...] = ("abridged", "intermediate")
+
+
+@given(words=st.integers(min_value=0, max_value=70_000), transport=st.sampled_from(TRANSPORTS))
+@settings(max_examples=60)
+async def test_framing_reads_back_what_it_encodes(words: int, transport: Transport) -> None:
+    payload = bytes(range(256)) * (words * 4 // 256) + bytes(words * 4 % 256)
+    framing = Framing(transport)
+    reader = asyncio.StreamReader()
+    reader.feed_data(framing.encode(payload) * 2)
+    reader.feed_eof()
+    assert await framing.read(reader) == payload
+    assert await framing.read(reader) == payload
+
+
+@given(
+    ping_id=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    salt=st.integers(-(2**63), 2**63 - 1),
+)
+@settings(max_examples=40)
+def test_server_and_pyrogram_mtproto_agree(ping_id: int, salt: int) -> None:
+    """Our packing against pyrogram's own ``crypto.mtproto``, both directions, no network."""
+    key = hashlib.sha512(b"k").digest() * 4
+    auth = AuthKey(key, hashlib.sha1(key).digest()[-8:], 2)
+    session_id = b"\x01" * 8
+    ping = raw.functions.Ping(ping_id=ping_id)
+    message = Message(ping, 4 << 32, 1, len(ping.write()))
+    client_packet = mtproto.pack(message, salt, session_id, key, auth.key_id)
+    incoming = _unpack(auth, client_packet)
+    assert (incoming.salt, incoming.session_id, incoming.body) == (salt, session_id, ping.write())
+    pong = raw.types.Pong(msg_id=1, ping_id=ping.ping_id).write()
+    server_packet = _pack(auth, salt, session_id, (1 << 32) | 1, 1, pong)
+    answer = mtproto.unpack(BytesIO(server_packet), session_id, key, auth.key_id)
+    assert answer.body.ping_id == ping_id
