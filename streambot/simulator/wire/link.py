@@ -21,7 +21,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-MIB = 1 << 20
+from streambot.units import MIB
+
 #: Chunk the pacer releases at a time; small enough that a capped link trickles, not bursts.
 CHUNK = 16 * 1024
 #: Bytes per second of a dripping connection.
