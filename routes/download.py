@@ -219,15 +219,20 @@ async def _tracked(
             complete = False
             try:
                 await body(tracked)
-                if tracked.bytes_sent != response.content_length:
+                if tracked.handed != response.content_length:
                     # Never finish a body that is not what the headers promised.
                     raise StreamAborted(
-                        f"body ended after {tracked.bytes_sent} of {response.content_length} bytes"
+                        f"body ended after {tracked.handed} of {response.content_length} bytes"
                     )
                 await response.write_eof()
                 complete = True
+                # A finished response is flushed to the socket even if the connection closes
+                # next (close() writes the buffer out; only an abort drops it).
+                _bill(request, tracked, written=tracked.handed)
             finally:
                 if not complete and response.prepared:
+                    if request.transport is not None:  # we cut it: bill what got out first
+                        _bill(request, tracked, written=tracked.handed - _buffered(request))
                     # Headers promised a length we did not deliver: cut the connection so the
                     # client sees a failed transfer, never a short body that looks complete
                     # (and the connection is not reused with a half-sent body on it).
@@ -280,16 +285,43 @@ def _abort(request: web.Request) -> None:
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
+#: Body bytes go to aiohttp in slices of this size, each accounted once it is written, so when a
+#: viewer hangs up, the bill and what reached the socket differ by at most a slice plus the
+#: transport's buffer (not by a whole 1 MiB block).
+WRITE_SLICE = 64 * 1024
+
+
 async def _write(
     request: web.Request,
     response: web.StreamResponse,
     tracked: TrackedStream,
     data: bytes | memoryview,
 ) -> None:
-    """Write body bytes and account for them: the registry (progress, bandwidth) and /metrics."""
-    await response.write(data)
-    request.app[keys.REGISTRY].progress(tracked, len(data))
-    request.app[keys.METRICS].bytes_sent.inc(len(data))
+    """Write body bytes; bill those the kernel accepted (registry, bandwidth and /metrics).
+
+    Billing counts bytes written to the socket, as nginx's ``$bytes_sent`` does: what aiohttp
+    still buffers in this process when the viewer hangs up never reached them.
+    """
+    view = memoryview(data)
+    for start in range(0, len(view), WRITE_SLICE):
+        piece = view[start : start + WRITE_SLICE]
+        await response.write(piece)
+        tracked.handed += len(piece)
+        _bill(request, tracked, written=tracked.handed - _buffered(request))
+
+
+def _buffered(request: web.Request) -> int:
+    """Bytes the transport holds in this process, not yet written to the socket."""
+    transport = request.transport
+    return transport.get_write_buffer_size() if transport is not None else 0
+
+
+def _bill(request: web.Request, tracked: TrackedStream, *, written: int) -> None:
+    """Account for body bytes written to the socket up to ``written`` (never backwards)."""
+    delta = written - tracked.bytes_sent
+    if delta > 0:
+        request.app[keys.REGISTRY].progress(tracked, delta)
+        request.app[keys.METRICS].bytes_sent.inc(delta)
 
 
 class _FirstBlockFailed(Exception):

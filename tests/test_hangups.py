@@ -9,9 +9,11 @@ end of stream short of Content-Length (which clients that ignore the length keep
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
 import struct
+import termios
 
 import pytest
 from aiohttp import web
@@ -41,6 +43,14 @@ def errors(app: Served, kind: str) -> float:
             if sample.name == "streambot_errors_total" and sample.labels == {"kind": kind}:
                 return sample.value
     return 0.0
+
+
+def metric(app: Served, name: str) -> float:
+    for family in text_string_to_metric_families(app.services.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise KeyError(name)
 
 
 def handlers(app: Served) -> list[web.RequestHandler]:
@@ -110,3 +120,42 @@ async def test_a_stream_cut_mid_body_resets_the_connection(world: World, serve: 
     sock.close()
     assert received < 50_003
     await eventually(lambda: quiescent(app))
+
+
+def unsent(sock_fd: int) -> int:
+    """Bytes in a TCP socket's send queue not yet acknowledged by the peer (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock_fd, termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def unread(sock_fd: int) -> int:
+    """Bytes waiting in a TCP socket's receive queue (FIONREAD)."""
+    return struct.unpack("i", fcntl.ioctl(sock_fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+async def test_billing_counts_bytes_written_to_the_socket(world: World, serve: Serve) -> None:
+    """Billing counts the bytes the kernel accepted (nginx's $bytes_sent), not the bytes handed to
+    the web server: a viewer that stalls and hangs up is billed within a slice of what left the
+    process. Observed: the block in flight when the viewer stalled (up to 1 MiB that partly
+    reached the socket) was never billed, and bytes still queued in the process were."""
+    _f, msg_id = world.store(SyntheticContent(32 * MIB, seed=2), name="movie.mp4")
+    app = await serve(world)
+    sock, head = await raw_get(app, app.path(msg_id, "movie.mp4"))
+    loop = asyncio.get_running_loop()
+    received = len(head.split(b"\r\n\r\n", 1)[1])
+    while received < 100_000:
+        received += len(await loop.sock_recv(sock, 65536))
+    await eventually(lambda: any(h.writing_paused for h in handlers(app)))
+    [tracked] = app.services.registry.streams()
+    [handler] = handlers(app)
+    assert handler.transport is not None
+    server_fd = handler.transport.get_extra_info("socket").fileno()
+    # Nothing moves while the viewer does not read: every body byte that left the process is
+    # read, waiting in the viewer's receive queue, or in the server's send queue.
+    accepted = received + unread(sock.fileno()) + unsent(server_fd)
+    billed = tracked.bytes_sent
+    assert accepted - 2 * 65536 <= billed <= accepted, (billed, accepted)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    await eventually(lambda: quiescent(app))
+    assert tracked.bytes_sent == billed  # nothing more is billed after the hang-up
+    assert metric(app, "streambot_bytes_sent_total") == billed

@@ -53,7 +53,10 @@ class TrackedStream:
     task: asyncio.Task[Any] | None
     owner_id: int | None = None
     client: str = ""
+    #: Body bytes written to the socket: what is billed (progress() adds to it).
     bytes_sent: int = 0
+    #: Body bytes handed to the web server, some perhaps still buffered in this process.
+    handed: int = 0
     cancelled_by_sweep: bool = False
 
     @property
