@@ -35,6 +35,7 @@ from streambot.catalog import Catalog
 from streambot.config import Settings, save_link_secret
 from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
+from streambot.media import MediaConfig, MediaPools
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
 from streambot.simulator import SimulatedTelegram, offline
@@ -68,6 +69,7 @@ class Services:
     catalog: Catalog
     streamer: Streamer
     budget: InflightBudget
+    media: MediaPools
     registry: StreamRegistry
     metrics: Metrics
     bot: BotHandlers
@@ -143,6 +145,16 @@ async def create_app(
         on_request=metrics.count_request,
     )
     budget = InflightBudget(settings.stream_memory_budget_mb * MIB)
+    media = MediaPools(
+        fleet,
+        MediaConfig(
+            connections=settings.media_connections,
+            awaited_bytes=settings.media_awaited_kib * KIB,
+            liveness=settings.media_liveness_seconds,
+            request_timeout=settings.media_request_timeout_seconds,
+            open_timeout=settings.telegram_connect_timeout,
+        ),
+    )
     streamer = Streamer(
         fleet,
         catalog,
@@ -155,6 +167,7 @@ async def create_app(
             flood_sleep_threshold=settings.stream_flood_sleep_seconds,
             max_wait=settings.stream_max_wait_seconds,
         ),
+        media,
         on_request=metrics.count_request,
         on_error=metrics.count_error,
         sleep=sleep,
@@ -214,6 +227,7 @@ async def create_app(
         ),
         notify=notify,
         registry=registry,
+        media=media,
         span=memlog.task,
         clock=clock,
         sleep=sleep,
@@ -242,6 +256,7 @@ async def create_app(
         catalog=catalog,
         streamer=streamer,
         budget=budget,
+        media=media,
         registry=registry,
         metrics=metrics,
         bot=BotHandlers(
@@ -484,6 +499,7 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await services.registry.cancel_all()
         await services.catalog.close()
+        await services.media.close()
 
 
 async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:

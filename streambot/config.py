@@ -474,6 +474,34 @@ class Settings:
         doc="A stream without progress this long is cancelled by the stale-stream sweep.",
         check=_at_least(1),
     )
+    media_connections: int = _setting(
+        4,
+        group="Streaming",
+        example="4",
+        doc="Media connections each bot opens per Telegram DC; streams share them, least-loaded first (Telegram Desktop uses up to 8).",
+        check=_between(1, 16),
+    )
+    media_awaited_kib: int = _setting(
+        2048,
+        group="Streaming",
+        example="2048",
+        doc="Answer bytes awaited per media connection; more requests wait before they are sent, so one slow connection cannot queue minutes of data (official clients: 512).",
+        check=_between(4, 65536),
+    )
+    media_liveness_seconds: float = _setting(
+        3.0,
+        group="Streaming",
+        example="3",
+        doc="A media connection silent this long while answers are awaited counts as dead: its requests are sent again elsewhere at once.",
+        check=_between(0.5, 60),
+    )
+    media_request_timeout_seconds: float = _setting(
+        15.0,
+        group="Streaming",
+        example="15",
+        doc="One GetFile on a live connection, counted from when it is sent (the queue ahead of it is bounded by MEDIA_AWAITED_KIB).",
+        check=_between(1, 300),
+    )
     max_streams: int = _setting(
         250,
         group="Streaming",

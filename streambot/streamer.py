@@ -29,16 +29,19 @@ from pyrogram.errors import (
     FileReferenceInvalid,
     FloodPremiumWait,
     FloodWait,
+    InternalServerError,
     RPCError,
+    ServiceUnavailable,
+    Unauthorized,
 )
-from pyrogram.session import Session
 
 from streambot.backoff import Backoff, Sleep
 from streambot.blocks import Block, ShortRead, plan_blocks, trim
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog, FileInfo, FileLocation
-from streambot.errors import UNREADABLE_ANSWER, FileNotFound, StreamAborted, UnreadableAnswer
+from streambot.errors import FileNotFound, StreamAborted
 from streambot.fleet import Fleet, FleetClient, NoClientAvailable
+from streambot.media import ConnectionLost, MediaPool, MediaPools, MediaUnavailable
 from streambot.units import MIB
 
 log = logging.getLogger(__name__)
@@ -61,10 +64,16 @@ class StreamerConfig:
     retry_base_delay: float = 0.25  # doubles per attempt
     flood_sleep_threshold: float = 5.0  # shorter FloodWaits are slept through in place
     max_wait: float = 60.0  # longest a stream waits for any client before it is aborted
-    request_timeout: float = 30.0
+    # A client that failed while a stream was being prepared (and was not in FloodWait, which
+    # says how long itself) stays out of selection this long.
+    prepare_cooldown: float = 10.0
     # Recoveries in a row without a single byte of progress before the stream is given up:
     # bounds loops such as a reference that keeps expiring or every client's network failing.
     max_recoveries: int = 3
+
+
+class UnexpectedAnswer(ConnectionError):
+    """GetFile answered with something other than bytes: asked again like a network failure."""
 
 
 @dataclass(slots=True)
@@ -83,7 +92,7 @@ class _Attempt:
 
     fc: FleetClient
     location: FileLocation | None = None
-    session: Session | None = None
+    pool: MediaPool | None = None
 
 
 _Pending = collections.deque[tuple[Block, "asyncio.Task[bytes]"]]
@@ -162,6 +171,7 @@ class Streamer:
         catalog: Catalog,
         budget: InflightBudget,
         config: StreamerConfig,
+        media: MediaPools,
         *,
         on_request: Callable[[str, str], None] | None = None,
         on_error: Callable[[str], None] | None = None,
@@ -183,11 +193,7 @@ class Streamer:
             maximum=max(config.retry_base_delay, config.max_wait),
             jitter=0.0,
         )
-        # pyrogram's get_session is not safe against concurrent first calls for one DC (each
-        # caller would create, start and leak its own session), so concurrent callers share one
-        # call per client and DC. Bounded: fleet size times Telegram's five DCs, and only while
-        # a call is in flight.
-        self._session_tasks: dict[tuple[str, int], asyncio.Task[Session]] = {}
+        self._media = media
 
     async def stream(
         self,
@@ -237,7 +243,7 @@ class Streamer:
         try:
             attempt = _Attempt(await self._acquire(info, exclude=()))
             progress.client = attempt.fc.name
-            await self._prepare(attempt, info.message_id)
+            await self._prepare_anywhere(info, attempt, progress)
             stuck = 0  # recoveries since the last byte went out
             while True:
                 failure: Exception | None = None
@@ -350,46 +356,64 @@ class Streamer:
                 waited += delay
 
     async def _prepare(self, attempt: _Attempt, message_id: int, *, refresh: bool = False) -> None:
-        """Resolve where ``attempt.fc`` reads the file and open its media session there."""
-        fc = attempt.fc
-        try:
-            attempt.location = await self._catalog.location(fc, message_id, refresh=refresh)
-            attempt.session = await self._media_session(fc, attempt.location.dc_id)
-        except FileNotFound as exc:
-            raise StreamAborted(f"message {message_id} is gone: {exc}") from exc
-        except RPCError as exc:
-            raise StreamAborted(f"cannot resolve the file via {fc.name}: {exc.ID}") from exc
-        except OSError as exc:
-            raise StreamAborted(f"cannot reach Telegram via {fc.name}: {exc!r}") from exc
+        """Resolve where ``attempt.fc`` reads the file and make sure a media connection is open.
 
-    async def _media_session(self, fc: FleetClient, dc_id: int) -> Session:
-        """The client's media session for ``dc_id``, one creation at a time per client and DC.
-
-        Callers share one in-flight ``get_session`` task and await it shielded, for the same
-        reason as the GetFile requests: a stream cancelled meanwhile must really stop, and the
-        session being created is still wanted by the next stream. Finished tasks are dropped, so
-        a session pyrogram replaced (after a restart) is looked up afresh.
+        Raises what Telegram raised (RPCError, OSError) and FileNotFound.
         """
-        key = (fc.name, dc_id)
-        task = self._session_tasks.get(key)
-        if task is None:
+        fc = attempt.fc
+        attempt.location = await self._catalog.location(fc, message_id, refresh=refresh)
+        attempt.pool = self._media.pool(fc, attempt.location.dc_id)
+        await attempt.pool.ready()
 
-            async def open_session() -> Session:
-                try:
-                    return await fc.client.get_session(dc_id, is_media=True)
-                except UNREADABLE_ANSWER as exc:  # the key exchange got junk back
-                    raise UnreadableAnswer(exc) from exc
+    async def _prepare_anywhere(
+        self, info: FileInfo, attempt: _Attempt, progress: StreamProgress, *, refresh: bool = False
+    ) -> None:
+        """:meth:`_prepare` on ``attempt.fc``, or on the next healthy client when that fails.
 
-            task = asyncio.create_task(open_session())
-            self._session_tasks[key] = task
-
-            def forget(done: asyncio.Task[Session]) -> None:
-                if self._session_tasks.get(key) is done:
-                    del self._session_tasks[key]
-                _retrieve(done)
-
-            task.add_done_callback(forget)
-        return await asyncio.shield(task)
+        A client that fails here (GetMessages or export FloodWait, a media connection that will
+        not open, ...) is cooled down, for the FloodWait's length or ``prepare_cooldown``, so new
+        streams avoid it too. Only when no client is left does the stream end (the route answers
+        502 with Retry-After when nothing was sent yet).
+        """
+        tried: list[FleetClient] = []
+        while True:
+            try:
+                await self._prepare(attempt, info.message_id, refresh=refresh)
+                return
+            except FileNotFound as exc:
+                raise StreamAborted(f"message {info.message_id} is gone: {exc}") from exc
+            except (RPCError, OSError) as exc:
+                failure: Exception = exc
+            fc = attempt.fc
+            self._on_error("prepare_failed")
+            tried.append(fc)
+            flood = isinstance(failure, FloodWait | FloodPremiumWait)
+            others = [c for c in self._fleet.available() if c not in tried]
+            if flood or others:
+                # Telegram said how long (FloodWait), or other clients can take the load: keep
+                # new streams off this one for a while. A lone client is not benched for a
+                # blip, or the next viewer would wait out a cooldown that helps nobody.
+                seconds = _wait_seconds(failure) if flood else self.config.prepare_cooldown
+                self._fleet.cool_down(fc, seconds)
+                log.warning(
+                    "%s cannot serve message %s (%r); cooled down %.0fs",
+                    fc.name,
+                    info.message_id,
+                    failure,
+                    seconds,
+                )
+            try:
+                new_fc = self._fleet.acquire(dc_id=info.dc_id, exclude=tried)
+            except NoClientAvailable:
+                self._on_error("no_client")
+                raise StreamAborted(
+                    f"no Telegram client can serve message {info.message_id}: {failure!r}"
+                ) from failure
+            self._fleet.release(fc)
+            attempt.fc, attempt.location, attempt.pool = new_fc, None, None
+            progress.switches += 1
+            progress.client = new_fc.name
+            refresh = False
 
     async def _fetch(self, attempt: _Attempt, block: Block) -> bytes:
         """One GetFile, with bounded network retries and short FloodWaits slept in place.
@@ -397,9 +421,9 @@ class Streamer:
         Other errors (and long FloodWaits) go to the stream, which recovers or gives up.
         """
         cfg = self.config
-        fc, location, session = attempt.fc, attempt.location, attempt.session
+        fc, location, pool = attempt.fc, attempt.location, attempt.pool
         assert location is not None
-        assert session is not None
+        assert pool is not None
         request = raw.functions.upload.GetFile(
             location=location.location, offset=block.offset, limit=block.limit
         )
@@ -407,15 +431,13 @@ class Streamer:
         while True:
             self._on_request("upload.GetFile", fc.name)
             try:
-                # retries=1 and sleep_threshold=0: pyrogram neither retries nor sleeps by
-                # itself, so every wait and retry is ours, bounded and counted.
-                result = await session.invoke(
-                    request,
-                    retries=1,
-                    timeout=cfg.request_timeout,
-                    sleep_threshold=0,
-                    retry_delay=0,
-                )
+                # The pool sends it on one of the bot's media connections for this DC, with the
+                # bytes awaited per connection bounded and a dead connection failing it at once.
+                result = await pool.fetch(request, block.limit)
+                if not isinstance(result, raw.types.upload.File):
+                    # FileCdnRedirect (StreamBot never asks for CDN files) or another oddity:
+                    # ask again, like a network error; never abort on it.
+                    raise UnexpectedAnswer(f"unexpected GetFile answer {type(result).__name__}")
             except (FloodWait, FloodPremiumWait) as exc:
                 seconds = _wait_seconds(exc)
                 failures += 1
@@ -425,16 +447,19 @@ class Streamer:
                 log.info("%s: FloodWait %ss on GetFile; waiting in place", fc.name, seconds)
                 await self._sleep(seconds)
                 continue
-            except OSError:
-                # Includes pyrogram's "Failed to invoke" TimeoutError after a dropped answer.
+            except (ConnectionLost, MediaUnavailable):
+                # The connection died under this request: the stream moves on at once (another
+                # client if there is one) rather than retrying into the same trouble.
+                self._on_error("connection_lost")
+                raise
+            except (OSError, InternalServerError, ServiceUnavailable):
+                # A request timed out on a live connection, -503 "Timeout", a 500: retry, bounded.
                 self._on_error("network")
                 failures += 1
                 if failures > cfg.retries:
                     raise
                 await self._sleep(self._retry_backoff.delay(failures))
                 continue
-            if not isinstance(result, raw.types.upload.File):
-                raise StreamAborted(f"unexpected GetFile answer {type(result).__name__}")
             return result.bytes
 
     async def _recover(
@@ -444,7 +469,12 @@ class Streamer:
         fc = attempt.fc
         if isinstance(exc, FileReferenceExpired | FileReferenceInvalid):
             self._on_error("file_reference_expired")
-            await self._prepare(attempt, info.message_id, refresh=True)
+            await self._prepare_anywhere(info, attempt, progress, refresh=True)
+            return
+        if isinstance(exc, Unauthorized):
+            # The pool dropped its sessions and key (AUTH_KEY_UNREGISTERED); open them again.
+            self._on_error("auth_key_unregistered")
+            await self._prepare_anywhere(info, attempt, progress)
             return
         if isinstance(exc, FileMigrate):
             self._on_error("file_migrate")
@@ -455,8 +485,9 @@ class Streamer:
             location = FileLocation(attempt.location.location, dc)
             self._catalog.remember(fc, info.message_id, location)
             attempt.location = location
+            attempt.pool = self._media.pool(fc, dc)
             try:
-                attempt.session = await self._media_session(fc, dc)
+                await attempt.pool.ready()
             except (RPCError, OSError) as session_exc:
                 raise StreamAborted(f"cannot open DC {dc} via {fc.name}") from session_exc
             return
@@ -468,6 +499,8 @@ class Streamer:
         elif isinstance(exc, ShortRead):
             self._on_error("short_read")
             raise StreamAborted("Telegram returned fewer bytes than the file holds") from exc
+        elif isinstance(exc, InternalServerError | ServiceUnavailable):
+            log.warning("%s: Telegram keeps failing (%s); trying another client", fc.name, exc.ID)
         elif isinstance(exc, RPCError):
             self._on_error("telegram")
             raise StreamAborted(f"Telegram error {exc.ID}") from exc
@@ -475,8 +508,8 @@ class Streamer:
             log.warning("%s: network errors persist (%r); trying another client", fc.name, exc)
         new_fc = await self._acquire(info, exclude=(fc,))
         self._fleet.release(fc)
-        attempt.fc, attempt.location, attempt.session = new_fc, None, None
+        attempt.fc, attempt.location, attempt.pool = new_fc, None, None
         if new_fc is not fc:
             progress.switches += 1
         progress.client = new_fc.name
-        await self._prepare(attempt, info.message_id)
+        await self._prepare_anywhere(info, attempt, progress)

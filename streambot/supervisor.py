@@ -60,6 +60,14 @@ class StreamSource(Protocol):
     def streams(self) -> Sequence[Any]: ...
 
 
+class MediaHealth(Protocol):
+    """What the supervisor does with a client's media connections (``MediaPools``)."""
+
+    async def check(self, fc: FleetClient, timeout: float) -> int: ...
+
+    async def close_client(self, fc: FleetClient) -> None: ...
+
+
 class HealthCheckFailed(Exception):
     """A client did not answer its health check; the message says how."""
 
@@ -91,6 +99,7 @@ class Supervisor:
         backoff: Backoff | None = None,
         notify: Notify | None = None,
         registry: StreamSource | None = None,
+        media: MediaHealth | None = None,
         span: Span | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -108,6 +117,8 @@ class Supervisor:
         self.backoff = backoff or Backoff(5.0)
         self._notify = notify
         self._registry = registry
+        self._media = media
+        self.media_dropped = 0
         self._span = span
         self._clock = clock
         self._sleep = sleep
@@ -145,6 +156,10 @@ class Supervisor:
                 self._start_restart(fc)
             else:
                 self._note_healthy(fc)
+                if self._media is not None:
+                    # A dead media connection is dropped here and reopened by the next stream,
+                    # instead of being found by a viewer's request.
+                    self.media_dropped += await self._media.check(fc, self.check_timeout)
         elif fc.state is ClientState.UNHEALTHY:
             # Marked unhealthy elsewhere (or a restart task was lost to shutdown): restart it.
             self._start_restart(fc)
@@ -244,6 +259,8 @@ class Supervisor:
 
     async def _restart_once(self, fc: FleetClient) -> bool:
         await self._drain(fc)
+        if self._media is not None:
+            await self._media.close_client(fc)
         span = self._span(f"Client start {fc.name}") if self._span else contextlib.nullcontext()
         async with span:
             await self._shutdown_client(fc.client)
@@ -353,6 +370,7 @@ class Supervisor:
         return {
             "checks": self.checks,
             "total_restarts": self.total_restarts,
+            "media_sessions_dropped": self.media_dropped,
             "max_restarts": self.max_restarts,
             "restarting": self.restarting(),
             "recent_transitions": [
