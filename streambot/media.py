@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import time
@@ -340,6 +341,8 @@ class MediaPool:
         self.sessions: list[MediaSession] = []
         self._on_death = on_death
         self._changed = asyncio.Event()
+        self._tickets = itertools.count()
+        self._queue: collections.deque[int] = collections.deque()  # waiting tickets, in order
         self._opening: asyncio.Task[MediaSession] | None = None
         self._key: _Key | None = None
         self._address: tuple[str, int] | None = None
@@ -420,28 +423,39 @@ class MediaPool:
 
     # ------------------------------------------------------------------ slots
     async def _slot(self, nbytes: int) -> MediaSession:
-        """The least-loaded usable session with room for ``nbytes``; its bytes are counted here."""
+        """The least-loaded usable session with room for ``nbytes``; its bytes are counted here.
+
+        Requests get room in the order they asked (a ticket queue): under load a stream's next
+        block waits its turn instead of losing every race to streams that happened to wake first.
+        """
         cap = self.config.awaited_bytes
-        while True:
-            if self._closed:
-                raise MediaUnavailable("media connections are closing")
-            self._changed.clear()
-            usable = [s for s in self.sessions if s.usable]
-            free = [s for s in usable if s.awaited == 0 or s.awaited + nbytes <= cap]
-            if free:
-                session = min(free, key=lambda s: s.awaited)
-                session.awaited += nbytes
-                return session
-            if len(self.sessions) < self.config.connections and self._opening is None:
-                # Opened in the background; this request takes whichever frees up first.
-                self._open_background()
-            if not usable and self._opening is not None:
-                await asyncio.shield(self._opening)  # its failure is the caller's failure
-                continue
-            if not usable:
-                await self._wait_usable()
-                continue
-            await self._changed.wait()
+        ticket = next(self._tickets)
+        self._queue.append(ticket)
+        try:
+            while True:
+                if self._closed:
+                    raise MediaUnavailable("media connections are closing")
+                self._changed.clear()
+                usable = [s for s in self.sessions if s.usable]
+                if self._queue[0] == ticket:
+                    free = [s for s in usable if s.awaited == 0 or s.awaited + nbytes <= cap]
+                    if free:
+                        session = min(free, key=lambda s: s.awaited)
+                        session.awaited += nbytes
+                        return session
+                if len(self.sessions) < self.config.connections and self._opening is None:
+                    # Opened in the background; requests take whichever room frees up first.
+                    self._open_background()
+                if not usable and self._opening is not None:
+                    await asyncio.shield(self._opening)  # its failure is the caller's failure
+                    continue
+                if not usable:
+                    await self._wait_usable()
+                    continue
+                await self._changed.wait()
+        finally:
+            self._queue.remove(ticket)
+            self._changed.set()  # the next ticket may be able to go now
 
     async def _wait_usable(self) -> None:
         """Every session is restarting: wait one liveness window for any change."""

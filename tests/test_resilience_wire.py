@@ -9,6 +9,7 @@ a viewer sees: the bytes, the status, the longest pause between two pieces of th
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import dataclasses
 import hashlib
@@ -28,6 +29,7 @@ from streambot.simulator.wire import WireTelegram, pointed_at
 from streambot.simulator.world import World, build_world, world_settings
 from streambot.units import MIB
 from tests.conftest import LINK_SECRET, Running
+from tests.wire_child import Child, child_server, scenario
 
 
 StartWire = Callable[..., Awaitable[Running]]
@@ -145,3 +147,69 @@ async def test_black_hole_on_one_bot_continues_from_the_other(start_wire: StartW
         assert body.max_gap <= 5.0, f"longest pause {body.max_gap:.2f}s"
         assert app.services.fleet.clients[1].total_streams >= 1
         print(f"black hole, 2 bots: max gap {body.max_gap:.2f}s, {body.elapsed:.1f}s")
+
+
+@contextlib.asynccontextmanager
+async def child_app(
+    tmp_path: Path, world: World, child: Child, **overrides: Any
+) -> AsyncIterator[Running]:
+    """The application pointed at a simulator in a child process (honest CPU and timing)."""
+    settings = world_settings(Settings(), world, data_dir=tmp_path / "data")
+    settings = dataclasses.replace(settings, log_dir=tmp_path / "logs", **overrides)
+    with pointed_at(child.dcs, child.info["pem"], media_dcs=child.media_dcs):
+        app = await create_app(settings, link_secret=LINK_SECRET)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            yield Running(app, client, world, settings)
+        finally:
+            await client.close()
+
+
+async def test_eight_downloads_on_capped_connections_neither_abort_nor_collapse(
+    tmp_path: Path,
+) -> None:
+    """Item 2: 8 concurrent downloads from one bot, 16 MiB/s per connection: no abort, no short
+    body, every byte exact, and each connection's awaited bytes stayed within the bound.
+
+    The issue's figure (8 x 48 MiB, aggregate against what the connections allow) is a speed
+    figure: run with HOL_SIZE_MIB=48 and -s to print it; the suite runs a smaller size.
+    """
+    streams, per_conn = 8, float(os.environ.get("HOL_BW", "16"))
+    size_mib = int(os.environ.get("HOL_SIZE_MIB", "8"))
+    conns = int(os.environ.get("HOL_CONNS", "4"))
+    world, stored = scenario(0, streams, size_mib)
+    peak = 0
+    async with child_server(0, streams, size_mib, bandwidth=per_conn) as child:
+        async with child_app(tmp_path, world, child, media_connections=conns) as app:
+            media = app.services.media
+            cap = app.settings.media_awaited_kib * 1024
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    for pool in media._pools.values():
+                        for session in pool.sessions:
+                            peak = max(peak, session.awaited)
+                    await asyncio.sleep(0.01)
+
+            watcher = asyncio.create_task(watch())
+            started = time.monotonic()
+            bodies = await asyncio.gather(
+                *(download(app, app.dl_path(msg_id)) for msg_id, _ in stored)
+            )
+            elapsed = time.monotonic() - started
+            watcher.cancel()
+            pools = media.stats()
+    assert [b.status for b in bodies] == [200] * streams
+    assert [b.size for b in bodies] == [size_mib * MIB] * streams  # 0 short, 0 aborted
+    assert [b.digest for b in bodies] == [digest_of(c) for _, c in stored]
+    assert 0 < peak <= cap
+    assert [p["connections"] for p in pools] == [conns]
+    aggregate = streams * size_mib / elapsed
+    allowed = conns * per_conn
+    print(
+        f"HOL: {streams} x {size_mib} MiB, {conns} conn(s) at {per_conn:g} MiB/s: {elapsed:.1f}s = "
+        f"{aggregate:.1f} MiB/s ({aggregate / allowed:.0%} of {allowed:.0f}); max gap "
+        f"{max(b.max_gap for b in bodies):.2f}s; pools {pools}"
+    )
