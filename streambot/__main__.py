@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from streambot import exitcodes
 from streambot.config import ConfigError, Settings, load_link_secret
 
 if TYPE_CHECKING:
@@ -222,7 +223,8 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> tuple[bool,
 
 async def _run(settings: Settings) -> int:
     from streambot.app import create_app, make_runner, make_site
-    from streambot.fleet import FleetError
+    from streambot.fleet import FleetError, LoginFloodWait
+    from streambot.sessionlock import SessionsLocked
     from streambot.store import StoreError
 
     stop = asyncio.Event()
@@ -236,6 +238,11 @@ async def _run(settings: Settings) -> int:
         try:
             try:
                 started, _ = await unless_stopped(runner.setup(), stop)
+            except LoginFloodWait as exc:
+                print(f"StreamBot could not start: {exc}.", file=sys.stderr)
+                return exitcodes.LOGIN_FLOOD_WAIT
+            except SessionsLocked as exc:
+                return _fail(str(exc))
             except FleetError as exc:
                 return _fail(
                     str(exc),

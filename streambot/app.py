@@ -38,6 +38,7 @@ from streambot.guard import LinkGuard
 from streambot.media import MediaConfig, MediaPools
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
+from streambot.sessionlock import SessionLock
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, link_secret_fingerprint
@@ -82,6 +83,7 @@ class Services:
     supervisor: Supervisor
     scheduler: CleanupScheduler
     connections: ConnectionGuard
+    session_lock: SessionLock
     simulator: SimulatedTelegram | None = None
     log_filter: SmartLogFilter | None = None
     link_secret_fresh: bool = False
@@ -131,6 +133,7 @@ async def create_app(
         session_dir=settings.data_dir / "sessions",
         workers=settings.workers,
         clock=clock,
+        relogin_delay=settings.supervisor_backoff_seconds,
     )
     metrics = Metrics()
     registry = StreamRegistry(
@@ -287,6 +290,7 @@ async def create_app(
             settings.max_connections_per_client,
             exempt=lambda peer: client_address.is_trusted(peer, trusted),
         ),
+        session_lock=SessionLock(settings.data_dir / "sessions"),
         simulator=simulator,
         link_secret_fresh=link_secret_fresh,
         log_filter=log_filter,
@@ -311,6 +315,7 @@ async def create_app(
 
     if simulator is not None:
         app.cleanup_ctx.append(_simulator_ctx)
+    app.cleanup_ctx.append(_session_lock_ctx)
     app.cleanup_ctx.append(_memory_log_span("Startup", "Shutdown", flush=True))
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_memory_log_span("Fleet start", "Fleet stop"))
@@ -364,6 +369,16 @@ async def _simulator_ctx(app: web.Application) -> AsyncIterator[None]:
     assert simulator is not None
     with offline(simulator):
         yield
+
+
+async def _session_lock_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One process per sessions folder, held until everything else has stopped."""
+    lock = app[SERVICES].session_lock
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _memory_log_span(start: str, end: str, *, flush: bool = False) -> CleanupCtx:
@@ -504,6 +519,8 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _bot_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
+    while services.fleet.notices:
+        await services.notify(services.fleet.notices.popleft())
     left_out = [fc for fc in services.fleet.clients if fc.state is ClientState.NO_ACCESS]
     if left_out:
         names = ", ".join(fc.label() for fc in left_out)

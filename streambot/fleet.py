@@ -7,6 +7,7 @@ exit path, so a stream that dies in any way can never leave a client looking bus
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 
 import pyrogram
 from pyrogram.enums import ParseMode
-from pyrogram.errors import RPCError
+from pyrogram.errors import AuthKeyDuplicated, FloodWait, RPCError, Unauthorized
 
 from streambot.errors import UNREADABLE_ANSWER, UnreadableAnswer
 from streambot.private import private_dir, tighten_all
@@ -44,6 +45,17 @@ class FleetError(Exception):
 
 class FleetStartError(FleetError):
     """The main bot could not start; the application cannot run."""
+
+
+class LoginFloodWait(FleetStartError):
+    """Telegram answered the bot's login (auth.ImportBotAuthorization) with a FloodWait."""
+
+    def __init__(self, fc: FleetClient, seconds: float) -> None:
+        super().__init__(
+            f"Telegram asks bot {fc.label()} to wait {seconds:.0f}s ({seconds / 60:.0f} min) "
+            "before it logs in again; restarting sooner makes the wait longer"
+        )
+        self.seconds = seconds
 
 
 class NoClientAvailable(FleetError):
@@ -103,7 +115,11 @@ class Fleet:
     """The set of clients, with selection by load and health."""
 
     def __init__(
-        self, clients: Sequence[FleetClient], *, clock: Callable[[], float] = time.monotonic
+        self,
+        clients: Sequence[FleetClient],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        relogin_delay: float = 5.0,
     ) -> None:
         # A web node's fleet has no main bot: its first worker leads (it must start, as the main
         # bot must on the bot node), and nothing in it receives updates.
@@ -113,6 +129,10 @@ class Fleet:
             raise ValueError("only the first fleet client may be the main bot")
         self.clients = list(clients)
         self._clock = clock
+        self.relogin_delay = relogin_delay
+        # What the admins should hear about (a session file moved aside); sent and emptied by
+        # whoever can talk to them (start-up, the supervisor). Bounded: oldest dropped.
+        self.notices: collections.deque[str] = collections.deque(maxlen=20)
 
     @classmethod
     def build(
@@ -125,6 +145,7 @@ class Fleet:
         session_dir: Path,
         workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        relogin_delay: float = 5.0,
     ) -> Fleet:
         """Create (not start) a client per token; sessions persist in ``session_dir``.
 
@@ -156,7 +177,7 @@ class Fleet:
                 parse_mode=ParseMode.DISABLED,
             )
             clients.append(FleetClient(name=name, client=client, is_main=is_main))
-        return cls(clients, clock=clock)
+        return cls(clients, clock=clock, relogin_delay=relogin_delay)
 
     @property
     def main(self) -> FleetClient:
@@ -174,12 +195,25 @@ class Fleet:
         """Start one client and check it can read the storage channel; sets its state."""
         fc.state = ClientState.STARTING
         try:
-            async with asyncio.timeout(timeout):
-                await fc.client.start()
+            try:
+                await self._login(fc, timeout)
+            except (AuthKeyDuplicated, Unauthorized) as exc:
+                # The session file's key is dead for good (used by two processes at once, or
+                # revoked). Telegram's advice: a new key and a new login. Once, after a pause.
+                await self._relogin(fc, exc)
+                await self._login(fc, timeout)
         except TimeoutError:
             fc.state = ClientState.FAILED
             fc.last_error = f"no answer from Telegram within {timeout:g}s"
             raise FleetError(fc.last_error) from None
+        except FloodWait as exc:
+            # Only the login can FloodWait this long at start; a restart loop would make it worse,
+            # so the client stays out until the wait has passed (the supervisor waits for it).
+            seconds = float(exc.value or 0)
+            self.cool_down(fc, seconds)
+            fc.state = ClientState.UNHEALTHY
+            fc.last_error = f"login FloodWait of {seconds:.0f}s"
+            raise LoginFloodWait(fc, seconds) from exc
         except (RPCError, OSError) as exc:
             fc.state = ClientState.FAILED
             fc.last_error = f"{type(exc).__name__}: {exc}"
@@ -210,6 +244,30 @@ class Fleet:
             return
         self.mark_healthy(fc)
 
+    async def _login(self, fc: FleetClient, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await fc.client.start()
+
+    async def _relogin(self, fc: FleetClient, exc: RPCError) -> None:
+        """Move the dead session file aside (kept for diagnosis) and wait before logging in again."""
+        client = fc.client
+        with contextlib.suppress(Exception):
+            await client.storage.close()
+        moved = ""
+        if not client.in_memory:
+            path = Path(client.workdir) / f"{client.name}.session"
+            if path.exists():
+                target = path.with_name(f"{path.name}.dead-{int(time.time())}")
+                path.rename(target)
+                moved = f"; its session file was moved to {target.name}"
+        text = (
+            f"Telegram answered {exc.ID} for bot {fc.label()}: its login was invalidated (was the "
+            f"same DATA_DIR used by two processes?){moved}. It logs in again with its token."
+        )
+        log.warning("%s", text)
+        self.notices.append(text)
+        await asyncio.sleep(self.relogin_delay)
+
     async def start(
         self,
         *,
@@ -233,6 +291,8 @@ class Fleet:
         lead = "the main bot" if self.main.is_main else "the first worker bot"
         try:
             await start_one(self.main)
+        except LoginFloodWait:
+            raise
         except FleetError as exc:
             raise FleetStartError(f"{lead} could not start: {exc}") from exc
         if self.main.state is ClientState.NO_ACCESS:
@@ -272,6 +332,9 @@ class Fleet:
     def cool_down(self, fc: FleetClient, seconds: float) -> None:
         """Keep ``fc`` out of selection until a FloodWait of ``seconds`` has passed."""
         fc.flood_until = max(fc.flood_until, self._clock() + seconds)
+
+    def cooldown_left(self, fc: FleetClient) -> float:
+        return max(0.0, fc.flood_until - self._clock())
 
     def in_cooldown(self, fc: FleetClient) -> bool:
         return fc.flood_until > self._clock()

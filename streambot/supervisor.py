@@ -230,7 +230,10 @@ class Supervisor:
             if fc.restarts >= self.max_restarts:
                 await self._fail(fc)
                 return
-            await self._sleep(self.backoff.delay(fc.restarts + 1))
+            # A login FloodWait says how long: retrying sooner only makes Telegram's wait longer.
+            await self._sleep(
+                max(self.backoff.delay(fc.restarts + 1), self.fleet.cooldown_left(fc))
+            )
             fc.restarts += 1
             self.total_restarts += 1
             await self._set(
@@ -247,6 +250,7 @@ class Supervisor:
                     old=ClientState.RESTARTING,
                 )
                 log.info("client %s restarted (attempt %d)", fc.label(), fc.restarts)
+                await self._tell_admins()
                 return
             await self._set(fc, ClientState.UNHEALTHY, fc.last_error, old=ClientState.RESTARTING)
             log.warning(
@@ -329,6 +333,16 @@ class Supervisor:
                     await client.disconnect()
         except (OSError, ConnectionError, RPCError, TimeoutError) as exc:
             log.info("stopping client %s: %s", client.name, exc)
+
+    async def _tell_admins(self) -> None:
+        """Pass on what the fleet noted during a start (a session file moved aside)."""
+        while self.fleet.notices:
+            text = self.fleet.notices.popleft()
+            if self._notify is not None:
+                try:
+                    await self._notify(text)
+                except (RPCError, OSError) as exc:
+                    log.warning("could not tell the admins: %s", exc)
 
     async def _fail(self, fc: FleetClient) -> None:
         reason = fc.last_error or "unknown error"

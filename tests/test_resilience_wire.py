@@ -9,10 +9,10 @@ a viewer sees: the bytes, the status, the longest pause between two pieces of th
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,7 +30,6 @@ from streambot.simulator.world import World, build_world, world_settings
 from streambot.units import MIB
 from tests.conftest import LINK_SECRET, Running
 from tests.wire_child import Child, child_server, scenario
-
 
 StartWire = Callable[..., Awaitable[Running]]
 
@@ -180,27 +179,27 @@ async def test_eight_downloads_on_capped_connections_neither_abort_nor_collapse(
     conns = int(os.environ.get("HOL_CONNS", "4"))
     world, stored = scenario(0, streams, size_mib)
     peak = 0
-    async with child_server(0, streams, size_mib, bandwidth=per_conn) as child:
-        async with child_app(tmp_path, world, child, media_connections=conns) as app:
-            media = app.services.media
-            cap = app.settings.media_awaited_kib * 1024
+    async with (
+        child_server(0, streams, size_mib, bandwidth=per_conn) as child,
+        child_app(tmp_path, world, child, media_connections=conns) as app,
+    ):
+        media = app.services.media
+        cap = app.settings.media_awaited_kib * 1024
 
-            async def watch() -> None:
-                nonlocal peak
-                while True:
-                    for pool in media._pools.values():
-                        for session in pool.sessions:
-                            peak = max(peak, session.awaited)
-                    await asyncio.sleep(0.01)
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                for pool in media._pools.values():
+                    for session in pool.sessions:
+                        peak = max(peak, session.awaited)
+                await asyncio.sleep(0.01)
 
-            watcher = asyncio.create_task(watch())
-            started = time.monotonic()
-            bodies = await asyncio.gather(
-                *(download(app, app.dl_path(msg_id)) for msg_id, _ in stored)
-            )
-            elapsed = time.monotonic() - started
-            watcher.cancel()
-            pools = media.stats()
+        watcher = asyncio.create_task(watch())
+        started = time.monotonic()
+        bodies = await asyncio.gather(*(download(app, app.dl_path(msg_id)) for msg_id, _ in stored))
+        elapsed = time.monotonic() - started
+        watcher.cancel()
+        pools = media.stats()
     assert [b.status for b in bodies] == [200] * streams
     assert [b.size for b in bodies] == [size_mib * MIB] * streams  # 0 short, 0 aborted
     assert [b.digest for b in bodies] == [digest_of(c) for _, c in stored]

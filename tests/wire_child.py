@@ -22,7 +22,9 @@ from streambot.simulator.world import World, build_world
 from streambot.units import MIB
 
 
-def scenario(workers: int, files: int, size_mib: int) -> tuple[World, list[tuple[int, SyntheticContent]]]:
+def scenario(
+    workers: int, files: int, size_mib: int
+) -> tuple[World, list[tuple[int, SyntheticContent]]]:
     world = build_world(workers=workers)
     stored = []
     for i in range(files):
@@ -80,7 +82,8 @@ async def child_server(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout is not None
+    assert process.stdin is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     try:
         yield Child(json.loads(line), process)
