@@ -126,6 +126,7 @@ class MediaSession(Session):
 
     def media_setup(self, on_death: Callable[[str], None], on_release: Callable[[], None]) -> None:
         self.awaited = 0
+        self.peak_awaited = 0  # the most answer bytes ever awaited at once (bounded by the pool)
         self.answers: dict[int, _Answer] = {}
         self.late_answers = 0  # answers that came for abandoned requests (dropped)
         self.lost_requests = 0
@@ -416,6 +417,7 @@ class MediaPool:
             "dc": self.dc_id,
             "connections": len(self.sessions),
             "awaited_bytes": sum(s.awaited for s in self.sessions),
+            "peak_awaited_bytes": max((s.peak_awaited for s in self.sessions), default=0),
             "late_answers": sum(s.late_answers for s in self.sessions),
             "lost_requests": sum(s.lost_requests for s in self.sessions),
             "opened": self.opened,
@@ -442,6 +444,7 @@ class MediaPool:
                     if free:
                         session = min(free, key=lambda s: s.awaited)
                         session.awaited += nbytes
+                        session.peak_awaited = max(session.peak_awaited, session.awaited)
                         return session
                 if len(self.sessions) < self.config.connections and self._opening is None:
                     # Opened in the background; requests take whichever room frees up first.
