@@ -209,7 +209,7 @@ class Fleet:
         except FloodWait as exc:
             # Only the login can FloodWait this long at start; a restart loop would make it worse,
             # so the client stays out until the wait has passed (the supervisor waits for it).
-            seconds = float(exc.value or 0)
+            seconds = float(exc.value) if isinstance(exc.value, int) else 0.0
             self.cool_down(fc, seconds)
             fc.state = ClientState.UNHEALTHY
             fc.last_error = f"login FloodWait of {seconds:.0f}s"
@@ -252,7 +252,7 @@ class Fleet:
         """Move the dead session file aside (kept for diagnosis) and wait before logging in again."""
         client = fc.client
         with contextlib.suppress(Exception):
-            await client.storage.close()
+            await client.storage.close()  # type: ignore[no-untyped-call]
         moved = ""
         if not client.in_memory:
             path = Path(client.workdir) / f"{client.name}.session"

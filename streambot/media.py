@@ -138,7 +138,7 @@ class MediaSession(Session):
 
     # ------------------------------------------------------------------ lifecycle hooks
     async def start(self) -> None:
-        await super().start()
+        await super().start()  # type: ignore[no-untyped-call]
         self._last_rx = time.monotonic()
         self._on_release()  # a (re)started session is room for requests waiting in the pool
         if getattr(self, "connection", None) is not None and self._watchdog is None:
@@ -150,7 +150,7 @@ class MediaSession(Session):
             self._watchdog.cancel()
             self._watchdog = None
         self._fail_pending("session stopped")
-        await super().stop()
+        await super().stop()  # type: ignore[no-untyped-call]
 
     async def _stop(self) -> None:
         # Every stop, including the one inside pyrogram's restart after a null packet: the
@@ -162,7 +162,7 @@ class MediaSession(Session):
 
     async def handle_packet(self, packet: bytes) -> None:
         self._last_rx = time.monotonic()
-        await super().handle_packet(packet)
+        await super().handle_packet(packet)  # type: ignore[no-untyped-call]
 
     @property
     def usable(self) -> bool:
@@ -208,9 +208,13 @@ class MediaSession(Session):
             raise ConnectionLost("the media connection is restarting")
         self.results[message.msg_id] = answer  # type: ignore[assignment]
         self.answers[message.msg_id] = answer
+        connection = self.connection
+        assert connection is not None  # a wire session (checked by fetch)
+        protocol = connection.protocol
+        assert protocol is not None  # set by connect(), before the session started
         try:
             payload = await asyncio.get_running_loop().run_in_executor(
-                self.connection.protocol.crypto_executor,
+                protocol.crypto_executor,
                 mtproto.pack,
                 message,
                 self.salt,
@@ -219,7 +223,7 @@ class MediaSession(Session):
                 self.auth_key_id,
             )
             answer.sent_at = time.monotonic()
-            await self.connection.send(payload)
+            await connection.send(payload)
         except OSError as exc:
             self._forget(answer)
             raise ConnectionLost(f"send failed: {exc!r}") from exc
@@ -306,7 +310,7 @@ class MediaSession(Session):
                 self._on_death("silent")
                 self._fail_pending("silent connection")
                 self._last_rx = now
-                asyncio.get_running_loop().create_task(self.restart())
+                asyncio.get_running_loop().create_task(self.restart())  # type: ignore[no-untyped-call]
 
 
 @functools.lru_cache(maxsize=4)
@@ -314,7 +318,8 @@ def session_class(base: type[Session]) -> type[MediaSession]:
     """:class:`MediaSession` over ``base`` (pyrogram's Session, or the simulator's)."""
     if issubclass(base, MediaSession):
         return base
-    return type(f"Media{base.__name__}", (MediaSession, base), {})  # type: ignore[return-value]
+    made: type[MediaSession] = type(f"Media{base.__name__}", (MediaSession, base), {})
+    return made
 
 
 @dataclass(slots=True)
@@ -515,7 +520,7 @@ class MediaPool:
                 self._key = _Key(await client.storage.auth_key(), authorized=True)
             else:
                 auth = pyrogram.client.Auth(client, self.dc_id, host, port, test_mode)
-                self._key = _Key(await auth.create(), authorized=False)
+                self._key = _Key(await auth.create(), authorized=False)  # type: ignore[no-untyped-call]
         key = self._key
         cls = session_class(pyrogram.client.Session)
         session = cls(client, self.dc_id, host, port, key.key, test_mode, is_media=True)
@@ -564,7 +569,7 @@ class MediaPool:
 
 async def _quiet_stop(session: Session) -> None:
     with contextlib.suppress(Exception):
-        await session.stop()
+        await session.stop()  # type: ignore[no-untyped-call]
 
 
 @dataclass(slots=True)

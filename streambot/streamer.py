@@ -387,13 +387,16 @@ class Streamer:
             fc = attempt.fc
             self._on_error("prepare_failed")
             tried.append(fc)
-            flood = isinstance(failure, FloodWait | FloodPremiumWait)
             others = [c for c in self._fleet.available() if c not in tried]
-            if flood or others:
+            if isinstance(failure, FloodWait | FloodPremiumWait) or others:
                 # Telegram said how long (FloodWait), or other clients can take the load: keep
                 # new streams off this one for a while. A lone client is not benched for a
                 # blip, or the next viewer would wait out a cooldown that helps nobody.
-                seconds = _wait_seconds(failure) if flood else self.config.prepare_cooldown
+                seconds = (
+                    _wait_seconds(failure)
+                    if isinstance(failure, FloodWait | FloodPremiumWait)
+                    else self.config.prepare_cooldown
+                )
                 self._fleet.cool_down(fc, seconds)
                 log.warning(
                     "%s cannot serve message %s (%r); cooled down %.0fs",
