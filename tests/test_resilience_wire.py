@@ -25,7 +25,8 @@ from streambot.app import create_app
 from streambot.config import Settings
 from streambot.fleet import ClientState
 from streambot.simulator import SyntheticContent
-from streambot.simulator.wire import WireTelegram, pointed_at
+from streambot.simulator.wire.client import pointed_at
+from streambot.simulator.wire.server import WireTelegram
 from streambot.simulator.world import World, build_world, world_settings
 from streambot.units import MIB
 from tests.conftest import LINK_SECRET, Running
@@ -201,3 +202,117 @@ async def test_eight_downloads_on_capped_connections_neither_abort_nor_collapse(
         f"{aggregate:.1f} MiB/s ({aggregate / allowed:.0%} of {allowed:.0f}); max gap "
         f"{max(b.max_gap for b in bodies):.2f}s; pools {pools}"
     )
+
+
+async def test_export_flood_wait_leaves_nothing_cached_and_the_next_download_works(
+    start_wire: StartWire,
+) -> None:
+    """Item 3: a FloodWait on auth.ExportAuthorization for a foreign-DC file; no session with an
+    unauthorized key is kept, and the next download succeeds without any restart."""
+    async with wire_world() as wired:
+        content = SyntheticContent(3 * MIB + 17, seed=133)
+        f, msg_id = wired.world.store(content, name="far.bin")
+        f.dc_id = 4
+        app = await start_wire(wired)
+        wired.world.telegram.flood_wait(2, method="auth.ExportAuthorization")
+        first = await download(app, app.dl_path(msg_id))
+        assert first.status == 502  # the only client cannot serve it yet: a clean 502
+        assert wired.world.telegram.count("auth.ImportAuthorization") == 0
+        second = await download(app, app.dl_path(msg_id))
+        assert second.status == 200
+        assert second.digest == digest_of(content)
+        counters = wired.server.stats()["counters"]
+        assert counters.get("auth_key_unregistered", 0) == 0  # never asked on a poisoned key
+        assert wired.world.telegram.count("auth.ImportAuthorization") == 1
+        assert app.services.fleet.main.restarts == 0
+
+
+async def test_auth_key_unregistered_on_a_media_session_rebuilds_it(
+    start_wire: StartWire,
+) -> None:
+    """Item 3: Telegram forgets a foreign DC's authorization mid-stream (401 on GetFile): the pool
+    drops its sessions and key, makes and imports a new one, and the body stays byte-exact."""
+    async with wire_world() as wired:
+        content = SyntheticContent(12 * MIB, seed=134)
+        f, msg_id = wired.world.store(content, name="far2.bin")
+        f.dc_id = 4
+        app = await start_wire(wired)
+        assert (await download(app, app.dl_path(msg_id))).status == 200
+        for key in wired.server._keys.values():  # Telegram revokes DC 4's binding
+            if key.dc == 4:
+                key.bot_id = None
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        assert wired.server.stats()["counters"]["auth_key_unregistered"] >= 1
+        assert wired.world.telegram.count("auth.ImportAuthorization") == 2
+
+
+async def test_a_failure_while_preparing_moves_the_stream_to_another_bot(
+    start_wire: StartWire,
+) -> None:
+    """Item 4: the main bot's export FloodWaits; the worker serves from the first byte and the
+    main bot is cooled down for the FloodWait's length."""
+    async with wire_world(workers=1) as wired:
+        content = SyntheticContent(2 * MIB + 5, seed=135)
+        f, msg_id = wired.world.store(content, name="far3.bin")
+        f.dc_id = 4
+        app = await start_wire(wired)
+        main, worker = app.services.fleet.clients
+        wired.world.telegram.flood_wait(
+            3600, method="auth.ExportAuthorization", bot=wired.world.main_bot
+        )
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        assert worker.total_streams == 1
+        assert app.services.fleet.cooldown_left(main) > 3000
+
+
+async def test_503_and_timeouts_from_telegram_are_retried_not_aborted(
+    start_wire: StartWire,
+) -> None:
+    """Item 4: -503 Timeout answers on GetFile are asked again; the body is complete."""
+    async with wire_world() as wired:
+        content = SyntheticContent(4 * MIB, seed=136)
+        _f, msg_id = wired.world.store(content, name="t.bin")
+        app = await start_wire(wired)
+        wired.world.telegram.inject("upload.GetFile", code=-503, message="Timeout", times=2)
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+
+
+async def test_a_duplicated_main_key_is_moved_aside_and_the_bot_logs_in_again(
+    start_wire: StartWire, tmp_path: Path
+) -> None:
+    """Item 5: AUTH_KEY_DUPLICATED at start: the session file is moved aside, the bot logs in
+    again once and the admins are told."""
+    async with wire_world() as wired:
+        content = SyntheticContent(MIB + 1, seed=137)
+        _f, msg_id = wired.world.store(content, name="d.bin")
+        first = await start_wire(wired, supervisor_backoff_seconds=0.1)
+        # The admin has talked to the bot, so it may write to them (Telegram's rule for bots).
+        await wired.world.telegram.send_user_message(
+            wired.world.admin, wired.world.main_bot, text="/start"
+        )
+        await wired.world.telegram.wait_replies(wired.world.admin, 1, 5.0)
+        await first.client.close()  # stops the app; its session file stays
+        for key in wired.server._keys.values():  # Telegram saw the key twice: it is dead
+            if key.bot_id == wired.world.main_bot.bot_id and key.dc == 2:
+                key.dead = True
+        data_dir = first.settings.data_dir
+        settings = dataclasses.replace(first.settings)
+        app = await create_app(settings, link_secret=LINK_SECRET)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            running = Running(app, client, wired.world, settings)
+            assert running.services.fleet.main.state is ClientState.HEALTHY
+            assert list((data_dir / "sessions").glob("*.session.dead-*"))
+            body = await download(running, running.dl_path(msg_id))
+            assert body.digest == digest_of(content)
+            replies = await wired.world.telegram.wait_replies(wired.world.admin, 2, 5.0)
+            assert any("AUTH_KEY_DUPLICATED" in r.text for r in replies)
+        finally:
+            await client.close()

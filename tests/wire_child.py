@@ -35,7 +35,7 @@ def scenario(
 
 
 async def _serve(workers: int, files: int, size_mib: int, bandwidth: float, rtt_ms: float) -> None:
-    from streambot.simulator.wire import WireTelegram
+    from streambot.simulator.wire.server import WireTelegram
 
     world, _ = scenario(workers, files, size_mib)
     server = WireTelegram(world.telegram, bandwidth_mib_s=bandwidth, rtt_ms=rtt_ms, salt_period=0)
