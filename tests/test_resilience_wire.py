@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,13 +22,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from streambot import __main__ as main_module
+from streambot import exitcodes
 from streambot.app import create_app
 from streambot.config import Settings
 from streambot.fleet import ClientState
+from streambot.sessionlock import SessionLock, SessionsLocked
 from streambot.simulator import SyntheticContent
 from streambot.simulator.wire.client import pointed_at
 from streambot.simulator.wire.server import WireTelegram
 from streambot.simulator.world import World, build_world, world_settings
+from streambot.supervisor import Supervisor
 from streambot.units import MIB
 from tests.conftest import LINK_SECRET, Running
 from tests.wire_child import Child, child_server, scenario
@@ -316,3 +321,99 @@ async def test_a_duplicated_main_key_is_moved_aside_and_the_bot_logs_in_again(
             assert any("AUTH_KEY_DUPLICATED" in r.text for r in replies)
         finally:
             await client.close()
+
+
+def test_a_second_holder_of_the_sessions_folder_is_refused_with_the_first_ones_pid(
+    tmp_path: Path,
+) -> None:
+    """Item 5: one process per DATA_DIR/sessions; the refusal names the holder and the fix."""
+    first = SessionLock(tmp_path)
+    first.acquire()
+    second = SessionLock(tmp_path)  # another open file description: flock conflicts like a process
+    with pytest.raises(SessionsLocked) as refused:
+        second.acquire()
+    message = str(refused.value)
+    assert f"process {os.getpid()}" in message
+    assert "DATA_DIR" in message
+    assert (tmp_path / ".lock").stat().st_mode & 0o777 == 0o600
+    first.release()
+    second.acquire()  # released: the next one gets it
+    second.release()
+
+
+async def test_run_refuses_a_data_dir_another_process_holds(tmp_path: Path) -> None:
+    """Item 5, end to end: a real second ``python -m streambot run`` on the same DATA_DIR stops
+    at once with one sentence naming the holder."""
+    sessions = tmp_path / "data" / "sessions"
+    sessions.mkdir(parents=True)
+    holder = SessionLock(sessions)
+    holder.acquire()
+    env_file = tmp_path / "config.env"
+    env_file.write_text(
+        "API_ID=1\nAPI_HASH=" + "0" * 32 + "\nBOT_TOKEN=123456:" + "A" * 35 + "\n"
+        "BIN_CHANNEL=-1001234567890\nBASE_URL=https://files.example.com\n"
+        f"DATA_DIR={tmp_path / 'data'}\nLOG_DIR={tmp_path / 'logs'}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streambot",
+        "--env-file",
+        str(env_file),
+        "run",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    holder.release()
+    text = err.decode()
+    assert proc.returncode == exitcodes.STARTUP, text
+    assert f"process {os.getpid()} is already running StreamBot" in text
+    assert "Traceback" not in text
+
+
+async def test_login_flood_wait_ends_run_with_its_own_status_and_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 6: FloodWait on auth.ImportBotAuthorization at start: exit status LOGIN_FLOOD_WAIT and
+    one sentence saying how long and that restarting sooner makes it longer."""
+    async with wire_world() as wired:
+        wired.world.telegram.flood_wait(2838, method="auth.ImportBotAuthorization")
+        settings = world_settings(Settings(), wired.world, data_dir=tmp_path / "data", port=0)
+        settings = dataclasses.replace(settings, log_dir=tmp_path / "logs")
+        status = await main_module._run(settings)
+    err = capsys.readouterr().err
+    assert status == exitcodes.LOGIN_FLOOD_WAIT
+    assert "wait 2838s (47 min)" in err
+    assert "restarting sooner makes the wait longer" in err
+    assert err.count("\n") == 1
+
+
+async def test_a_worker_in_login_flood_wait_stays_out_until_the_wait_passed(
+    start_wire: StartWire,
+) -> None:
+    """Item 6: a worker whose login FloodWaits is left out of the pool, and the supervisor's first
+    restart attempt is scheduled no sooner than the wait."""
+    async with wire_world(workers=1) as wired:
+        # The main bot logs in first; the second login (the worker's) gets the FloodWait.
+        wired.world.telegram.flood_wait(600, method="auth.ImportBotAuthorization", skip=1)
+        app = await start_wire(wired)
+        fleet = app.services.fleet
+        worker = fleet.clients[1]
+        assert worker.state is ClientState.UNHEALTHY
+        assert worker not in fleet.available()
+        assert 590 < fleet.cooldown_left(worker) <= 600
+        waits: list[float] = []
+
+        async def record(seconds: float) -> None:
+            waits.append(seconds)
+            raise asyncio.CancelledError  # stop the restart loop at its first wait
+
+        supervisor = Supervisor(fleet, channel_id=wired.world.channel_id, sleep=record)
+        await supervisor.check(worker)
+        restart = supervisor._restarts[worker.name]
+        with contextlib.suppress(asyncio.CancelledError):
+            await restart
+        await supervisor.close()
+        assert len(waits) == 1
+        assert waits[0] >= 590
