@@ -124,7 +124,12 @@ class MediaSession(Session):
     liveness: float = 3.0
     request_timeout: float = 15.0
 
-    def media_setup(self, on_death: Callable[[str], None], on_release: Callable[[], None]) -> None:
+    def media_setup(
+        self,
+        on_death: Callable[[str], None],
+        on_release: Callable[[], None],
+        on_gone: Callable[[MediaSession], None],
+    ) -> None:
         self.awaited = 0
         self.peak_awaited = 0  # the most answer bytes ever awaited at once (bounded by the pool)
         self.answers: dict[int, _Answer] = {}
@@ -132,6 +137,7 @@ class MediaSession(Session):
         self.lost_requests = 0
         self._on_death = on_death
         self._on_release = on_release
+        self._on_gone = on_gone
         self._last_rx = time.monotonic()
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
@@ -151,6 +157,22 @@ class MediaSession(Session):
             self._watchdog = None
         self._fail_pending("session stopped")
         await super().stop()  # type: ignore[no-untyped-call]
+
+    async def restart(self) -> None:
+        """Replace, don't reconnect: pyrogram calls this when the connection dropped (null packet,
+        transport error, a start that failed) and would reconnect in place, at once and forever.
+
+        A media session is cheap to replace. Its requests fail now, the pool forgets it and opens
+        a new one when a stream asks, so a DC that keeps resetting costs one attempt per request
+        instead of a reconnect loop, and the pool's death count can cool the bot down.
+        """
+        if self._closing:
+            return
+        if self.answers:
+            self._on_death("connection lost")
+        self._fail_pending("connection lost")
+        await self.stop()
+        self._on_gone(self)
 
     async def _stop(self) -> None:
         # Every stop, including the one inside pyrogram's restart after a null packet: the
@@ -310,7 +332,8 @@ class MediaSession(Session):
                 self._on_death("silent")
                 self._fail_pending("silent connection")
                 self._last_rx = now
-                asyncio.get_running_loop().create_task(self.restart())  # type: ignore[no-untyped-call]
+                asyncio.get_running_loop().create_task(self.restart())
+                return  # this session is done; restart() stops the watch
 
 
 @functools.lru_cache(maxsize=4)
@@ -479,6 +502,11 @@ class MediaPool:
     def _released(self) -> None:
         self._changed.set()
 
+    def _gone(self, session: MediaSession) -> None:
+        if session in self.sessions:
+            self.sessions.remove(session)
+        self._changed.set()
+
     # ------------------------------------------------------------------ opening
     def _open_background(self) -> None:
         task = self._start_open()
@@ -524,7 +552,7 @@ class MediaPool:
         key = self._key
         cls = session_class(pyrogram.client.Session)
         session = cls(client, self.dc_id, host, port, key.key, test_mode, is_media=True)
-        session.media_setup(self._died, self._released)
+        session.media_setup(self._died, self._released, self._gone)
         session.liveness = self.config.liveness
         session.request_timeout = self.config.request_timeout
         try:

@@ -417,3 +417,23 @@ async def test_a_worker_in_login_flood_wait_stays_out_until_the_wait_passed(
         await supervisor.close()
         assert len(waits) == 1
         assert waits[0] >= 590
+
+
+async def test_a_bot_whose_connections_keep_dying_is_cooled_down(start_wire: StartWire) -> None:
+    """Item 1: every media connection of the main bot is reset after its first answers. Each new
+    stream starts on the main bot (least busy, first) and moves on when its connection dies; after
+    three deaths in the window the main bot is cooled down and new streams avoid it."""
+    async with wire_world(workers=1) as wired:
+        content = SyntheticContent(3 * MIB, seed=138)
+        _f, msg_id = wired.world.store(content, name="flaky.bin")
+        app = await start_wire(wired)
+        main, worker = app.services.fleet.clients
+        wired.server.add_wire_fault(
+            "rst", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=1, count=None
+        )
+        bodies = [await download(app, app.dl_path(msg_id)) for _ in range(4)]
+        assert [b.digest for b in bodies] == [digest_of(content)] * 4
+        assert app.services.fleet.in_cooldown(main)
+        assert worker.total_streams == 4  # each stream finished on the worker
+        # Not hammered: one reset per attempt, no reconnect loop, and none once it cooled down.
+        assert wired.server.stats()["counters"]["wire_fault_rst"] <= 3
