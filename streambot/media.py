@@ -315,7 +315,8 @@ class MediaSession(Session):
             await asyncio.sleep(interval)
             now = time.monotonic()
             for answer in list(self.answers.values()):
-                if answer.abandoned and now - answer.sent_at > 2 * self.request_timeout:
+                linger = 2 * self.request_timeout + self.liveness
+                if answer.abandoned and now - answer.sent_at > linger:
                     # Alive but this answer never came (a lost answer): stop reserving for it.
                     self._forget(answer)
             if not self.answers or not self.is_started.is_set():

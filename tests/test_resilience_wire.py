@@ -35,6 +35,7 @@ from streambot.simulator.world import World, build_world, world_settings
 from streambot.supervisor import Supervisor
 from streambot.units import MIB
 from tests.conftest import LINK_SECRET, Running
+from tests.test_download import eventually
 from tests.wire_child import Child, child_server, scenario
 
 StartWire = Callable[..., Awaitable[Running]]
@@ -437,3 +438,29 @@ async def test_a_bot_whose_connections_keep_dying_is_cooled_down(start_wire: Sta
         assert worker.total_streams == 4  # each stream finished on the worker
         # Not hammered: one reset per attempt, no reconnect loop, and none once it cooled down.
         assert wired.server.stats()["counters"]["wire_fault_rst"] <= 3
+
+
+async def test_an_answer_for_an_abandoned_request_is_dropped_and_counted_once(
+    start_wire: StartWire,
+) -> None:
+    """Item 2: a stall longer than the request timeout (but shorter than the liveness window):
+    the requests are abandoned and asked again; their answers still arrive later and are dropped,
+    their bytes freed exactly once (nothing stays awaited), and the body is byte-exact."""
+    async with wire_world() as wired:
+        content = SyntheticContent(12 * MIB, seed=139)
+        _f, msg_id = wired.world.store(content, name="late.bin")
+        app = await start_wire(wired, media_request_timeout_seconds=1.0, media_liveness_seconds=6.0)
+        wired.server.add_wire_fault(
+            "stall", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=4, seconds=2.5
+        )
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        # The abandoned answers are still on the stalled connection: they arrive when the stall
+        # ends, and only then is their room given back.
+        media = app.services.media
+        await eventually(lambda: media.stats()[0]["awaited_bytes"] == 0, timeout=10)
+        [pool] = media.stats()
+        assert pool["late_answers"] >= 1
+        assert pool["awaited_bytes"] == 0
+        assert pool["lost_requests"] == 0  # the connection itself never died
