@@ -449,7 +449,14 @@ async def test_an_answer_for_an_abandoned_request_is_dropped_and_counted_once(
     async with wire_world() as wired:
         content = SyntheticContent(12 * MIB, seed=139)
         _f, msg_id = wired.world.store(content, name="late.bin")
-        app = await start_wire(wired, media_request_timeout_seconds=1.0, media_liveness_seconds=6.0)
+        # One connection, so the stalled answers are GetFile answers (not a new connection's
+        # InitConnection) and the retries must wait for the room the abandoned ones hold.
+        app = await start_wire(
+            wired,
+            media_request_timeout_seconds=1.0,
+            media_liveness_seconds=6.0,
+            media_connections=1,
+        )
         wired.server.add_wire_fault(
             "stall", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=4, seconds=2.5
         )
