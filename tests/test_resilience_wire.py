@@ -471,3 +471,26 @@ async def test_an_answer_for_an_abandoned_request_is_dropped_and_counted_once(
         assert pool["late_answers"] >= 1
         assert pool["awaited_bytes"] == 0
         assert pool["lost_requests"] == 0  # the connection itself never died
+
+
+async def test_the_health_check_drops_a_dead_media_connection_before_a_viewer_meets_it(
+    start_wire: StartWire,
+) -> None:
+    """Item 3: the supervisor's check pings media connections too; an idle one that went silent
+    is dropped there, and the next download opens a fresh one instead of waiting out silence."""
+    async with wire_world() as wired:
+        content = SyntheticContent(2 * MIB, seed=140)
+        _f, msg_id = wired.world.store(content, name="idle.bin")
+        app = await start_wire(wired, supervisor_check_timeout_seconds=1.0)
+        assert (await download(app, app.dl_path(msg_id))).status == 200
+        media_conns = [c for c in wired.server._conns if c.media]
+        assert media_conns
+        for conn in media_conns:  # Telegram's side goes silent; the sockets stay open
+            conn.link.blackhole()
+        supervisor = app.services.supervisor
+        await supervisor.check_all()
+        assert supervisor.media_dropped == len(media_conns)
+        assert app.services.fleet.main.state is ClientState.HEALTHY
+        body = await download(app, app.dl_path(msg_id))
+        assert body.digest == digest_of(content)
+        assert body.max_gap < app.settings.media_liveness_seconds  # no silence waited out
