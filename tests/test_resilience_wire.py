@@ -34,8 +34,7 @@ from streambot.simulator.wire.server import WireTelegram
 from streambot.simulator.world import World, build_world, world_settings
 from streambot.supervisor import Supervisor
 from streambot.units import MIB
-from tests.conftest import LINK_SECRET, Running
-from tests.test_download import eventually
+from tests.helpers import LINK_SECRET, Running, eventually
 from tests.wire_child import Child, child_server, scenario
 
 StartWire = Callable[..., Awaitable[Running]]
