@@ -188,9 +188,15 @@ async def _headers_only(
     request: web.Request, response: web.StreamResponse, started: float
 ) -> web.StreamResponse:
     """HEAD, or an empty file: everything is in the file info; Telegram is never asked."""
-    await response.prepare(request)
-    _observe(request.app[keys.METRICS], started, response.status)
-    await response.write_eof()
+    metrics = request.app[keys.METRICS]
+    try:
+        await response.prepare(request)
+        _observe(metrics, started, response.status)
+        await response.write_eof()
+    except ConnectionError as exc:
+        # The viewer left during the lookup: routine, as for a stream (see _tracked).
+        log.debug("viewer %s hung up before the headers: %r", request.remote, exc)
+        metrics.count_error("client_disconnect")
     return response
 
 

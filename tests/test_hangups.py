@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from streambot.simulator import SyntheticContent
-from streambot.simulator.world import World
+from streambot.simulator.world import World, build_world
 from streambot.units import MIB
 
 from .helpers import Serve, Served, eventually
@@ -159,3 +159,29 @@ async def test_billing_counts_bytes_written_to_the_socket(world: World, serve: S
     await eventually(lambda: quiescent(app))
     assert tracked.bytes_sent == billed  # nothing more is billed after the hang-up
     assert metric(app, "streambot_bytes_sent_total") == billed
+
+
+async def test_hang_up_before_a_head_answer_is_a_counted_disconnect(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A viewer that resets while the file is looked up (HEAD: no stream) is a disconnect too.
+
+    The lookup costs one simulated round trip of 300 ms, so the reset lands before the answer.
+    """
+    caplog.set_level(logging.DEBUG)
+    world = build_world(rtt=0.3)
+    _f, msg_id = world.store(SyntheticContent(1000, seed=5), name="a.bin")
+    app = await serve(world)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", app.port))
+    await loop.sock_sendall(
+        sock, f"HEAD {app.path(msg_id, 'a.bin')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    await eventually(lambda: len(handlers(app)) == 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    await eventually(lambda: errors(app, "client_disconnect") == 1, timeout=10)
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
