@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         help="post a generated file of SIZE (as for demo); repeatable",
     )
     simulator.add_argument("--info-out", type=Path, help="write the info JSON here when ready")
-    simulator.add_argument("--log-level", default="WARNING")
+    simulator.add_argument(
+        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     simulator.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     memlog = sub.add_parser("memlog", help="summarise memory log files")
     memlog.add_argument("files", nargs="+")
