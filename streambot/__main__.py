@@ -103,7 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         help="bandwidth cap per connection, MiB/s (0: unlimited)",
     )
     simulator.add_argument(
-        "--workers", type=int, default=2, help="worker bots besides the main bot"
+        "--workers",
+        type=int,
+        choices=range(0, 33),
+        metavar="N",
+        default=2,
+        help="worker bots besides the main bot (0-32)",
     )
     simulator.add_argument(
         "--file-dc", type=int, choices=range(1, 6), metavar="N", help="DC the files live on (1-5)"
