@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pyrogram import raw, types
-from pyrogram.errors import RPCError
+from pyrogram import raw, types, utils
+from pyrogram.errors import FloodPremiumWait, FloodWait, RPCError
 from pyrogram.file_id import FileId, FileType
 
 from streambot.cache import BoundedTTLCache
@@ -166,10 +166,25 @@ class Catalog:
     async def _fetch(self, fc: FleetClient, message_id: int) -> tuple[FileInfo, FileLocation]:
         self._on_request("channels.GetMessages", fc.name)
         try:
-            # pyrogram's get_messages sleeps through any FloodWait (sleep_threshold=-1), however
-            # long; bound it so a viewer gets a 502 with Retry-After instead of a hung request.
+            # What pyrogram's get_messages sends, asked directly: get_messages sleeps through any
+            # FloodWait however long (sleep_threshold=-1). Here a FloodWait above the client's
+            # threshold surfaces, so the lookup moves to another client at once; the timeout
+            # still bounds everything else.
             async with asyncio.timeout(self.lookup_timeout):
-                message = await fc.client.get_messages(self._channel_id, message_id)
+                client = fc.client
+                peer = await client.resolve_peer(self._channel_id)
+                if not isinstance(peer, raw.types.InputPeerChannel):
+                    raise FileNotFound(f"BIN_CHANNEL {self._channel_id} is not a channel")
+                channel = raw.types.InputChannel(
+                    channel_id=peer.channel_id, access_hash=peer.access_hash
+                )
+                answer = await client.invoke(
+                    raw.functions.channels.GetMessages(
+                        channel=channel, id=[raw.types.InputMessageID(id=message_id)]
+                    )
+                )
+                parsed = await utils.parse_messages(client, answer, replies=1)
+                message = parsed[0] if parsed else None
         except RPCError as exc:
             log.warning("get_messages(%s) via %s failed: %s", message_id, fc.name, exc.ID)
             raise
@@ -197,8 +212,8 @@ class Catalog:
         if not task.cancelled():
             task.exception()  # seen: every waiter may have gone away
 
-    def _any_client(self) -> FleetClient:
-        available = self._fleet.available()
+    def _any_client(self, exclude: list[FleetClient] | None = None) -> FleetClient:
+        available = [fc for fc in self._fleet.available() if fc not in (exclude or ())]
         return available[0] if available else self._fleet.main
 
     async def info(self, message_id: int) -> FileInfo:
@@ -217,13 +232,30 @@ class Catalog:
                 self._refreshing[message_id] = task
                 task.add_done_callback(lambda _t: self._refreshing.pop(message_id, None))
             return info
-        try:
-            info, _ = await self._resolve(self._any_client(), message_id)
-        except RPCError as exc:
-            raise StreamAborted(f"Telegram error {exc.ID}") from exc
-        except OSError as exc:  # includes pyrogram's TimeoutError after its retries
-            raise StreamAborted(f"Telegram unreachable: {exc!r}") from exc
-        return info
+        tried: list[FleetClient] = []
+        while True:
+            fc = self._any_client(tried)
+            try:
+                info, _ = await self._resolve(fc, message_id)
+                return info
+            except (FloodWait, FloodPremiumWait) as exc:
+                # That bot may not ask for a while; the next one can (and streams avoid it).
+                seconds = exc.value if isinstance(exc.value, int) else 0
+                self._fleet.cool_down(fc, float(seconds))
+                failure: Exception = exc
+            except (RPCError, OSError) as exc:  # OSError: pyrogram's TimeoutError, ours too
+                failure = exc
+            tried.append(fc)
+            if not [c for c in self._fleet.available() if c not in tried]:
+                if isinstance(failure, RPCError):
+                    raise StreamAborted(f"Telegram error {failure.ID}") from failure
+                raise StreamAborted(f"Telegram unreachable: {failure!r}") from failure
+            log.info(
+                "looking up message %s via %s failed (%r); trying another bot",
+                message_id,
+                fc.name,
+                failure,
+            )
 
     async def _refresh(self, message_id: int) -> None:
         try:

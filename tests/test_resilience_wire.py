@@ -493,3 +493,25 @@ async def test_the_health_check_drops_a_dead_media_connection_before_a_viewer_me
         body = await download(app, app.dl_path(msg_id))
         assert body.digest == digest_of(content)
         assert body.max_gap < app.settings.media_liveness_seconds  # no silence waited out
+
+
+async def test_a_get_messages_flood_wait_moves_the_lookup_and_the_stream_to_another_bot(
+    start_wire: StartWire,
+) -> None:
+    """Item 4: the main bot's channels.GetMessages FloodWaits for an hour; the worker looks the
+    file up and serves it from the first byte, and the main bot is cooled down for the wait."""
+    async with wire_world(workers=1) as wired:
+        content = SyntheticContent(2 * MIB + 9, seed=141)
+        _f, msg_id = wired.world.store(content, name="gm.bin")
+        app = await start_wire(wired)
+        main, worker = app.services.fleet.clients
+        wired.world.telegram.flood_wait(
+            3600, method="channels.GetMessages", bot=wired.world.main_bot, times=5
+        )
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        # Neither slept through the hour nor waited out the lookup timeout.
+        assert body.elapsed < app.services.catalog.lookup_timeout
+        assert worker.total_streams == 1
+        assert app.services.fleet.cooldown_left(main) > 3000
