@@ -21,8 +21,8 @@ async def test_plain_get_is_byte_exact(world, start_app: StartApp) -> None:
 
 async def test_lifecycle_is_marked_in_the_memory_log(tmp_path, start_app: StartApp) -> None:
     """Start-up, each client start, the web server start and shutdown appear in the memory log."""
+    from streambot.memlog import parse_line
     from streambot.simulator.world import build_world
-    from utils.memory_monitor import parse_line
 
     world = build_world(workers=1)
     app = await start_app(world)

@@ -146,6 +146,36 @@ async def test_memory_line_is_written(tmp_path: Path) -> None:
     assert text.startswith("2025-11-16 08:30:00 --- PERIODIC [Idle] | RSS:  100.0 MB")
 
 
+async def test_jobs_write_task_lines_and_the_memory_line_job_does_not(tmp_path: Path) -> None:
+    """Each job run is a START/END pair named after the job (with the RSS change, also when
+    the job fails); the job writing the periodic line is not wrapped, so it reads Idle."""
+    from streambot.memlog import parse_line
+
+    now = datetime(2025, 11, 16, 8, 30, 0)
+    memlog = MemoryLog(tmp_path, sampler=lambda: SAMPLE, now=lambda: now)
+    scheduler = CleanupScheduler(span=memlog.task)
+    trigger = IntervalTrigger(hours=1)
+
+    async def boom() -> None:
+        raise RuntimeError("disk full")
+
+    scheduler.add(JobSpec("gc", "gc + report", lambda: asyncio.sleep(0), trigger))
+    scheduler.add(JobSpec("bad", "bandwidth", boom, trigger))
+    scheduler.add(
+        JobSpec("memory_log", "memory log", lambda: write_memory_line(memlog), trigger, False)
+    )
+    for job in ("gc", "bad", "memory_log"):
+        await scheduler.run(job)
+    lines = [parse_line(t) for t in (tmp_path / "memory_20251116.log").read_text().splitlines()]
+    assert [(ln.kind, ln.task, ln.change_mb) for ln in lines if ln] == [
+        (">>>", "gc + report", None),
+        ("<<<", "gc + report", 0.0),
+        (">>>", "bandwidth", None),
+        ("<<<", "bandwidth", 0.0),
+        ("---", "Idle", None),
+    ]
+
+
 def _names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 

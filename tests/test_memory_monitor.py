@@ -11,19 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.memory_monitor import (
-    IDLE,
-    LogLine,
-    MemoryLog,
-    MemorySample,
-    format_summary,
-    main,
-    parse_line,
-    psutil_sample,
-    summarise,
-)
-
-SAMPLE_LOG = Path(__file__).parent / "data" / "memory_sample.log"
+from streambot.memlog import LogLine, parse_line
+from utils.memory_monitor import IDLE, STREAMING, MemoryLog, MemorySample, psutil_sample
 
 FIXED = MemorySample(rss_mb=245.3, vms_mb=512.1, available_mb=1024.5, free_percent=50.2)
 TAIL = "| RSS:  245.3 MB | VMS:  512.1 MB | System Available: 1024.5 MB (50.2% free)"
@@ -78,9 +67,40 @@ async def test_exact_line_format_for_each_kind(memlog: MemoryLog, clock: FakeClo
     clock.advance(seconds=50)
     await memlog.periodic()
     assert read_lines(memlog.path_for(date(2025, 11, 16))) == [
-        f"2025-11-16 08:30:00 >>> TASK START [Name] {TAIL}",
-        f"2025-11-16 08:31:10 <<< TASK END [Name] {TAIL}",
-        f"2025-11-16 08:32:00 --- PERIODIC [Idle] {TAIL}",
+        f"2025-11-16 08:30:00 >>> TASK START [Name] {TAIL} | Streams: 0",
+        f"2025-11-16 08:31:10 <<< TASK END [Name] {TAIL} | Streams: 0 | Change: +0.0 MB",
+        f"2025-11-16 08:32:00 --- PERIODIC [Idle] {TAIL} | Streams: 0",
+    ]
+
+
+async def test_end_line_carries_rss_change_and_lines_carry_streams(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """END reports RSS minus its START's RSS (nested runs pair up); every line has the stream
+    count; a periodic line with streams but no job says Streaming, Idle only with neither."""
+    rss = iter([100.0, 110.0, 112.5, 150.0, 104.0, 104.0])
+    streams = iter([0, 0, 3, 3, 3, 0])
+    log = MemoryLog(
+        tmp_path,
+        sampler=lambda: MemorySample(next(rss), 500.0, 1000.0, 50.0),
+        now=clock,
+        active_streams=lambda: next(streams),
+    )
+    await log.mark_start("Backup")  # 100.0, streams 0
+    await log.mark_start("Backup")  # 110.0 (a second run of the same job)
+    await log.mark_end("Backup")  # 112.5: the inner run, +2.5
+    await log.mark_end("Backup")  # 150.0: the outer run, +50.0
+    # active_task consults the stream count too, so read it where the writer does
+    await log.periodic()  # streams 3 -> Streaming
+    await log.periodic()  # streams 0 -> Idle
+    lines = [parse_line(text) for text in read_lines(log.path_for(clock.now.date()))]
+    assert [(ln.kind, ln.task, ln.streams, ln.change_mb) for ln in lines if ln] == [
+        (">>>", "Backup", 0, None),
+        (">>>", "Backup", 0, None),
+        ("<<<", "Backup", 3, 2.5),
+        ("<<<", "Backup", 3, 50.0),
+        ("---", STREAMING, 3, None),
+        ("---", IDLE, 0, None),
     ]
 
 
@@ -187,8 +207,8 @@ async def test_daily_file_switch_at_midnight(memlog: MemoryLog, clock: FakeClock
         "memory_20251116.log",
         "memory_20251117.log",
     ]
-    assert read_lines(day1) == [f"2025-11-16 23:59:30 --- PERIODIC [Idle] {TAIL}"]
-    assert read_lines(day2) == [f"2025-11-17 00:00:10 --- PERIODIC [Idle] {TAIL}"]
+    assert read_lines(day1) == [f"2025-11-16 23:59:30 --- PERIODIC [Idle] {TAIL} | Streams: 0"]
+    assert read_lines(day2) == [f"2025-11-17 00:00:10 --- PERIODIC [Idle] {TAIL} | Streams: 0"]
 
 
 async def test_concurrent_writes_keep_call_order(memlog: MemoryLog, clock: FakeClock) -> None:
@@ -293,8 +313,8 @@ async def test_parse_line_round_trips_written_lines(memlog: MemoryLog, clock: Fa
     await memlog.mark_end("Odd [name] | x")
     parsed = [parse_line(line) for line in read_lines(memlog.path_for(clock.now.date()))]
     assert parsed == [
-        LogLine(clock.now, kind, "Odd [name] | x", 245.3, 512.1, 1024.5, 50.2)
-        for kind in (">>>", "---", "<<<")
+        LogLine(clock.now, kind, "Odd [name] | x", 245.3, 512.1, 1024.5, 50.2, 0, change)
+        for kind, change in ((">>>", None), ("---", None), ("<<<", 0.0))
     ]
 
 
@@ -327,159 +347,3 @@ def test_parse_line_returns_none_for_junk(junk: str) -> None:
 
 
 # --------------------------------------------------------------------------- summary
-
-
-def sample_lines() -> list[LogLine]:
-    """Parsed lines of the committed sample log, junk skipped."""
-    text = SAMPLE_LOG.read_text(encoding="utf-8")
-    return [p for p in map(parse_line, text.splitlines()) if p is not None]
-
-
-def test_sample_log_parses_with_junk_skipped() -> None:
-    """The sample holds 55 valid lines among a truncated line, a blank and a note."""
-    assert len(SAMPLE_LOG.read_text(encoding="utf-8").splitlines()) == 58
-    assert len(sample_lines()) == 55
-
-
-def test_summarise_sample_peaks() -> None:
-    """The top 10 peaks of the sample are the backup and nested report lines, highest first."""
-    peaks = summarise(sample_lines()).peaks
-    assert [(p.at.strftime("%m-%d %H:%M"), p.kind, p.task, p.rss_mb) for p in peaks] == [
-        ("11-17 09:58", "<<<", "Backup", 421.9),
-        ("11-16 09:52", "<<<", "Backup", 405.2),
-        ("11-17 09:50", "---", "Backup", 398.7),
-        ("11-17 09:47", "<<<", "StatsReport", 380.3),
-        ("11-16 09:45", "---", "Backup", 377.9),
-        ("11-17 09:45", "---", "StatsReport", 371.4),
-        ("11-17 09:40", ">>>", "StatsReport", 352.0),
-        ("11-17 09:30", "---", "Backup", 330.6),
-        ("11-16 09:30", "---", "Backup", 318.4),
-        ("11-17 14:03", "<<<", "StatsReport", 263.1),
-    ]
-
-
-def test_summarise_sample_per_task() -> None:
-    """Per-task counts include start, end and periodic lines; avg and max match hand sums."""
-    tasks = {t.task: t for t in summarise(sample_lines()).tasks}
-    assert set(tasks) == {"Backup", "StatsReport", "CleanupCache", "Idle"}
-    expected = {
-        "Backup": (8, 2745.7 / 8, 421.9),
-        "StatsReport": (7, 2130.8 / 7, 380.3),
-        "CleanupCache": (4, 1003.4 / 4, 256.8),
-        "Idle": (36, 250.686111, 262.9),
-    }
-    for name, (count, avg, peak) in expected.items():
-        stats = tasks[name]
-        assert (stats.count, stats.max_rss_mb) == (count, peak), name
-        assert stats.avg_rss_mb == pytest.approx(avg, abs=1e-4), name
-
-
-def test_summarise_sample_flags_only_rising_day() -> None:
-    """2025-11-16 idle RSS climbs about 7% and is flagged; the flat 2025-11-17 is not."""
-    days = {d.day: d for d in summarise(sample_lines()).days}
-    rising, flat = days[date(2025, 11, 16)], days[date(2025, 11, 17)]
-    assert (len(rising.idle_rss_mb), len(flat.idle_rss_mb)) == (18, 18)
-    assert (rising.first_third_median, rising.last_third_median) == pytest.approx((242.1, 259.25))
-    assert (flat.first_third_median, flat.last_third_median) == pytest.approx((250.95, 250.85))
-    assert [d.day for d in days.values() if d.rising] == [date(2025, 11, 16)]
-
-
-def at(hour: int, minute: int = 0, day: int = 16) -> datetime:
-    """Timestamp on a fixed November 2025 day."""
-    return datetime(2025, 11, day, hour, minute)
-
-
-def idle(when: datetime, rss: float) -> LogLine:
-    """An Idle periodic line with the given RSS."""
-    return LogLine(when, "---", IDLE, rss, 512.0, 1000.0, 50.0)
-
-
-@pytest.mark.parametrize(
-    ("values", "rising"),
-    [
-        ([100, 100, 100, 106, 106, 106], True),  # +6% over six samples
-        ([100, 100, 100, 105, 105, 105], False),  # exactly +5% is not "more than"
-        ([100, 101, 104, 106, 107], False),  # too few samples, however steep
-        ([100, 100, 300, 100, 100, 100], False),  # a spike in the middle does not count
-        ([106, 106, 106, 100, 100, 100], False),  # falling
-    ],
-)
-def test_rising_rule(values: list[float], rising: bool) -> None:
-    """The rule needs six samples and a last-third median more than 5% above the first."""
-    (trend,) = summarise([idle(at(8 + i), v) for i, v in enumerate(values)]).days
-    assert trend.rising is rising
-
-
-def test_rising_rule_uses_time_order_and_ignores_busy_lines() -> None:
-    """Idle samples are ordered by time, and task or start/end lines never enter the trend."""
-    lines = [idle(at(8 + i), v) for i, v in reversed(list(enumerate([100, 100, 100, 110, 110])))]
-    lines.append(LogLine(at(7), "---", "Backup", 50.0, 512.0, 1000.0, 50.0))
-    lines.append(LogLine(at(7), ">>>", IDLE, 50.0, 512.0, 1000.0, 50.0))
-    lines.append(idle(at(20), 110))
-    (trend,) = summarise(lines).days
-    assert trend.idle_rss_mb == (100, 100, 100, 110, 110, 110)
-    assert trend.rising is True
-
-
-def test_summarise_top_limits_and_ties_keep_input_order() -> None:
-    """top bounds the peaks; equal RSS keeps the earlier line first."""
-    lines = [idle(at(8), 10), idle(at(9), 30), idle(at(10), 30), idle(at(11), 20)]
-    peaks = summarise(lines, top=2).peaks
-    assert [p.at.hour for p in peaks] == [9, 10]
-    assert summarise(lines, top=0).peaks == ()
-
-
-def test_format_summary_sample_text() -> None:
-    """The text output has the three titled tables and marks only the rising day."""
-    text = format_summary(summarise(sample_lines()))
-    for title in ("Top 10 RSS peaks", "Per task", "Idle RSS trend by day"):
-        assert f"\n{title}\n" in text
-    trend_rows = [line for line in text.splitlines() if line.startswith("2025-11-1")]
-    assert len(trend_rows) == 2
-    assert trend_rows[0].endswith("RISING")
-    assert "+7.1%" in trend_rows[0]
-    assert trend_rows[1].endswith("+0.0%  flat")
-    rows = [line.split() for line in text.splitlines()]
-    assert ["1", "2025-11-17", "09:58:03", "<<<", "Backup", "421.9"] in rows
-    assert ["Backup", "8", "343.2", "421.9"] in rows
-    assert ["Idle", "36", "250.7", "262.9"] in rows
-
-
-def test_format_summary_empty() -> None:
-    """An empty input renders placeholders instead of failing."""
-    text = format_summary(summarise([]))
-    assert text.count("(no samples)") == 3
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def test_main_prints_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    """main() on the sample prints the summary, notes skipped junk on stderr and returns 0."""
-    assert main([str(SAMPLE_LOG)]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.startswith("Parsed 55 lines\n")
-    assert captured.err == "memlog: skipped 2 unparseable lines\n"
-
-
-def test_main_missing_file_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing file gives exit status 2 and a single-line message, with no traceback."""
-    missing = tmp_path / "nope.log"
-    assert main([str(SAMPLE_LOG), str(missing)]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    assert captured.err.startswith(f"memlog: cannot read {missing}: ")
-    assert "Traceback" not in captured.err
-
-
-def test_main_directory_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Passing a directory is an unreadable file, not a crash."""
-    assert main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("memlog: cannot read ")
-
-
-def test_main_without_files_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """No arguments prints usage and returns 2."""
-    assert main([]) == 2
-    assert "usage" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -65,6 +66,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JobFunc = Callable[[], Awaitable[object]]
+#: ``MemoryLog.task``: an async context manager writing START/END lines around a job run.
+Span = Callable[[str], AbstractAsyncContextManager[object]]
 
 
 # --------------------------------------------------------------------------- job functions
@@ -158,9 +161,12 @@ class JobSpec:
     """One job: what to run (no arguments; bind them with a lambda) and when."""
 
     id: str
-    name: str  # short, shown in /memory
+    name: str  # short, shown in /memory and as the task name in the memory log
     func: JobFunc
     trigger: BaseTrigger
+    #: Wrap each run in memory-log START/END lines. Off only for the job that writes the
+    #: periodic line itself: marking it would make every periodic line name it, never Idle.
+    memory_logged: bool = True
 
 
 @dataclass(slots=True)
@@ -180,7 +186,9 @@ class CleanupScheduler:
         misfire_grace: float = 60.0,
         shutdown_timeout: float = 10.0,
         timezone: tzinfo | None = None,
+        span: Span | None = None,
     ) -> None:
+        self._span = span
         self.misfire_grace = misfire_grace
         self.shutdown_timeout = shutdown_timeout
         self._timezone = timezone
@@ -235,8 +243,10 @@ class CleanupScheduler:
         if task is not None:
             self._running.add(task)
         started = time.perf_counter()
+        span = self._span(spec.name) if self._span and spec.memory_logged else nullcontext()
         try:
-            await spec.func()
+            async with span:
+                await spec.func()
         except Exception as exc:  # a failing job must never stop the scheduler
             stats.failures += 1
             stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -348,6 +358,7 @@ def standard_jobs(
             "memory log",
             lambda: write_memory_line(memlog),
             every(settings.memory_log_interval_seconds),
+            memory_logged=False,
         ),
         JobSpec(
             "stream_sweep",
