@@ -8,12 +8,13 @@ committed sample identical to :func:`render_sample`), so code, docs and the samp
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -45,23 +46,55 @@ DEFAULT_ENV_FILE = Path("config.env")
 
 
 class ConfigError(Exception):
-    """One or more settings are invalid; ``problems`` holds one readable line per problem."""
+    """One or more settings are invalid; ``problems`` holds one readable line per problem.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``warnings`` (unknown names, ...) and ``source`` (the file read, or None) are carried too:
+    a misspelt name is often the reason a required setting is "missing".
+    """
+
+    def __init__(
+        self,
+        problems: list[str],
+        *,
+        warnings: Sequence[str] = (),
+        source: Path | None = None,
+    ) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = tuple(warnings)
+        self.source = source
 
 
-def _cross_field_problems(cls: type, values: Mapping[str, Any]) -> list[str]:
-    """Problems between settings that are each valid alone (checked once every value parsed)."""
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What ``check`` tells the operator besides the settings: the file read and the warnings."""
+
+    source: Path | None
+    warnings: tuple[str, ...]
+
+
+def _cross_field_problems(
+    cls: type,
+    values: Mapping[str, Any],
+    invalid: Set[str] = frozenset(),
+) -> list[str]:
+    """Problems between settings that are each valid alone (checked once every value parsed).
+
+    A check involving a setting already reported invalid (``invalid``, field names) is skipped:
+    it would compare against the default instead of what the operator wrote, and blame the
+    wrong variable.
+    """
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
 
     def value(name: str) -> Any:
         return values.get(name, defaults[name])
 
+    def valid(*names: str) -> bool:
+        return not invalid.intersection(names)
+
     problems = []
     warning, critical = value("memory_warning_percent"), value("memory_critical_percent")
-    if warning >= critical:
+    if valid("memory_warning_percent", "memory_critical_percent") and warning >= critical:
         problems.append(
             f"MEMORY_WARNING_PERCENT ({warning:g}) must be below MEMORY_CRITICAL_PERCENT "
             f"({critical:g}), e.g. MEMORY_WARNING_PERCENT=80 with MEMORY_CRITICAL_PERCENT=95"
@@ -71,7 +104,7 @@ def _cross_field_problems(cls: type, values: Mapping[str, Any]) -> list[str]:
     streams, block_kib = value("max_streams"), value("stream_block_size_kib")
     needed = -(-streams * block_kib // 1024)
     budget = value("stream_memory_budget_mb")
-    if budget < needed:
+    if valid("max_streams", "stream_block_size_kib", "stream_memory_budget_mb") and budget < needed:
         problems.append(
             f"STREAM_MEMORY_BUDGET_MB ({budget}) must hold one block per stream: at least "
             f"MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024 = {needed} with MAX_STREAMS={streams} "
@@ -101,6 +134,7 @@ def _setting(
     secret: bool = False,
     required: bool = False,
     check: Check | None = None,
+    suggest: Callable[[Any], str | None] | None = None,
 ) -> Any:
     assert group in GROUPS, group
     meta = {
@@ -110,6 +144,7 @@ def _setting(
         "secret": secret,
         "required": required,
         "check": check,
+        "suggest": suggest,
     }
     return field(default=default, metadata=meta)
 
@@ -136,6 +171,12 @@ def _bot_token(v: str) -> str | None:
 
 def _channel(v: int) -> str | None:
     return None if v < -1_000_000_000_000 else "must be a channel id starting with -100"
+
+
+def _channel_fix(v: int) -> str | None:
+    """``1234567890`` or ``-1234567890`` (the id without the -100 prefix): the id meant."""
+    digits = str(abs(v))
+    return f"-100{digits}" if v and len(digits) >= 9 else None
 
 
 def _base_url(v: str) -> str | None:
@@ -216,6 +257,7 @@ class Settings:
         example="-1001234567890",
         doc="Private storage channel; every bot of the fleet must be an admin of it.",
         check=_channel,
+        suggest=_channel_fix,
     )
     worker_tokens: tuple[str, ...] = _setting(
         (),
@@ -804,6 +846,7 @@ class Settings:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         problems: list[str] = []
+        invalid: set[str] = set()
         for f in dataclasses.fields(cls):
             name = f.name.upper()
             meta = f.metadata
@@ -833,17 +876,21 @@ class Settings:
             except ValueError as exc:
                 shown = "" if meta["secret"] else f" (got {text!r})"
                 problems.append(f"{name} {exc}{shown}, e.g. {name}={meta['example']}")
+                invalid.add(f.name)
                 continue
             check: Check | None = meta["check"]
             problem = check(parsed) if check else None
             if problem:
                 shown = "" if meta["secret"] else f" (got {text!r})"
-                problems.append(f"{name} {problem}{shown}, e.g. {name}={meta['example']}")
+                fix = meta["suggest"](parsed) if meta["suggest"] else None
+                hint = f"; did you mean {name}={fix}?" if fix else ""
+                problems.append(f"{name} {problem}{shown}, e.g. {name}={meta['example']}{hint}")
+                invalid.add(f.name)
                 continue
             values[f.name] = parsed
         if overrides:
             values.update(overrides)
-        problems += _cross_field_problems(cls, values)
+        problems += _cross_field_problems(cls, values, invalid)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -857,7 +904,25 @@ class Settings:
         require_telegram: bool = True,
         overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
+        """:meth:`load_checked` without the report (the demo, tests, ``memlog``)."""
+        settings, _ = cls.load_checked(
+            env_file, environ, require_telegram=require_telegram, overrides=overrides
+        )
+        return settings
+
+    @classmethod
+    def load_checked(
+        cls,
+        env_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        require_telegram: bool = True,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> tuple[Settings, LoadReport]:
         """Read the env file, put the process environment on top, validate.
+
+        Returns the settings and a :class:`LoadReport` (file read, warnings); a
+        :class:`ConfigError` carries the same warnings and file.
 
         ``env_file=None`` means ``./config.env`` if it exists (the demo runs without one); a file
         named explicitly (``--env-file``) must exist. An empty environment variable does not wipe
@@ -865,6 +930,8 @@ class Settings:
         """
         merged: dict[str, str] = {}
         path = DEFAULT_ENV_FILE if env_file is None else env_file
+        source: Path | None = None
+        file_names: list[str] = []
         if env_file is not None or path.exists():
             try:
                 values = dotenv_values(path) if path.is_file() else None
@@ -875,9 +942,21 @@ class Settings:
             if values is None:
                 raise ConfigError([f"--env-file {path} does not exist or is not a file"])
             merged.update({k: v or "" for k, v in values.items()})
+            source, file_names = path, list(values)
         env = os.environ if environ is None else environ
         merged.update({k: v for k, v in env.items() if v.strip()})
-        return cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
+        warnings = [f"{source}: {text}" for text in unknown_names(file_names)]
+        if require_telegram and not merged.get("ADMINS", "").strip():
+            warnings.append(
+                "ADMINS is empty: nobody can use /memory, /stats, /ban or /unban, and alerts "
+                "(memory critical, a client that failed for good) reach no one; "
+                "e.g. ADMINS=11111111 (your Telegram user id, from @userinfobot)"
+            )
+        try:
+            settings = cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, warnings=warnings, source=source) from None
+        return settings, LoadReport(source=source, warnings=tuple(warnings))
 
     @property
     def database_file(self) -> Path:
@@ -897,6 +976,35 @@ class Settings:
             value = getattr(self, f.name)
             parts.append(f"{f.name}={'***' if f.metadata['secret'] and value else value!r}")
         return f"Settings({', '.join(parts)})"
+
+
+def setting_names() -> list[str]:
+    """Every variable name ``config.env`` may hold (``MULTI_TOKEN1`` stands for the numbered ones)."""
+    names = [f.name.upper() for f in dataclasses.fields(Settings) if f.name != "worker_tokens"]
+    return [*names, "MULTI_TOKEN1"]
+
+
+def unknown_names(names: Sequence[str]) -> list[str]:
+    """A warning per name that is no setting, with the closest setting when one is close.
+
+    Typos are the commonest config mistake and fail silently (the default is used), so each
+    unknown name is reported; difflib's ratio finds ``ADMNS`` -> ``ADMINS``, ``BOT_TOKN`` ->
+    ``BOT_TOKEN``, ``admins`` -> ``ADMINS``.
+    """
+    known = setting_names()
+    found = []
+    for name in names:
+        if name in known or re.fullmatch(r"MULTI_TOKEN[0-9]+", name):
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        if close and close[0] == name.upper():
+            hint = f"names are upper case: did you mean {close[0]}?"
+        elif close:
+            hint = f"did you mean {close[0]}?"
+        else:
+            hint = "ignored (see config.env.sample for every setting)"
+        found.append(f"{name} is not a StreamBot setting; {hint}")
+    return found
 
 
 def _display_host(host: str) -> str:

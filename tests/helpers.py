@@ -151,6 +151,7 @@ GOOD = {
     "BOT_TOKEN": BOT_TOKEN,
     "BIN_CHANNEL": "-1001234567890",
     "BASE_URL": "https://files.example.com",
+    "ADMINS": "11111111",
 }
 
 

@@ -48,14 +48,60 @@ def test_check_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
         "MULTI_TOKEN2 is not a bot token from @BotFather, e.g. MULTI_TOKEN2=",
     ):
         assert expected in result.stderr
-    assert result.stderr.count("\n  - ") == 7
+    assert result.stderr.split("Configuration problems:")[1].count("\n  - ") == 7
 
 
 def test_check_accepts_a_good_config(tmp_path: Path) -> None:
     """A complete config.env passes: exit 0 and a short confirmation."""
     write_env(tmp_path / "config.env", GOOD)
     result = streambot("check", cwd=tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, "Configuration OK.")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "Read settings from config.env (the environment overrides it).",
+        "Configuration OK.",
+    ]
+
+
+def test_check_warns_about_misspelt_names_and_empty_admins_but_exits_0(tmp_path: Path) -> None:
+    """Unknown names get "did you mean" (difflib), empty ADMINS names what stops working; no
+    problem, so exit 0."""
+    values = {k: v for k, v in GOOD.items() if k != "ADMINS"}
+    write_env(tmp_path / "config.env", {**values, "ADMNS": "1", "port": "9000", "FOO": "x"})
+    result = streambot("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration OK." in result.stdout
+    assert "config.env: ADMNS is not a StreamBot setting; did you mean ADMINS?" in result.stderr
+    assert (
+        "config.env: port is not a StreamBot setting; names are upper case: did you mean PORT?"
+        in result.stderr
+    )
+    assert "config.env: FOO is not a StreamBot setting; ignored" in result.stderr
+    assert "ADMINS is empty: nobody can use /memory, /stats" in result.stderr
+
+
+def test_check_with_a_misspelt_required_name_shows_both(tmp_path: Path) -> None:
+    """A typo is the usual reason a required setting is missing: the hint comes with it."""
+    values = {k: v for k, v in GOOD.items() if k != "BOT_TOKEN"}
+    write_env(tmp_path / "config.env", {**values, "BOT_TOKN": BOT_TOKEN})
+    result = streambot("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "BOT_TOKN is not a StreamBot setting; did you mean BOT_TOKEN?" in result.stderr
+    assert "BOT_TOKEN is required" in result.stderr
+    assert BOT_TOKEN not in result.stdout + result.stderr
+
+
+def test_check_says_when_it_read_no_file(tmp_path: Path) -> None:
+    env = dict(GOOD)
+    result = streambot("check", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Read no settings file (no ./config.env)")
+
+
+def test_bin_channel_without_prefix_suggests_the_id(tmp_path: Path) -> None:
+    write_env(tmp_path / "config.env", {**GOOD, "BIN_CHANNEL": "1234567890"})
+    result = streambot("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "did you mean BIN_CHANNEL=-1001234567890?" in result.stderr
 
 
 def test_environment_overrides_config_env(tmp_path: Path) -> None:
