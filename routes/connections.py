@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 
@@ -120,22 +121,31 @@ class GuardedSite(web.TCPSite):
         port: int,
         *,
         reuse_port: bool = False,
+        sock: socket.socket | None = None,
     ):
         super().__init__(runner, host, port, reuse_port=reuse_port or None)
         self._guard = guard
+        # A socket bound beforehand (the demo binds port 0 first so its links carry the real
+        # port); host and port then only name it.
+        self._sock = sock
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._guard.wrap(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port,
-        )
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self._guard.wrap(server), sock=self._sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                self._guard.wrap(server),
+                self._host,
+                self._port,
+                backlog=self._backlog,
+                reuse_port=self._reuse_port,
+            )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
 

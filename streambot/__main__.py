@@ -9,11 +9,11 @@ import errno
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from streambot import exitcodes
+from streambot import __version__, exitcodes
 from streambot.config import ConfigError, Settings, load_link_secret
 
 if TYPE_CHECKING:
@@ -22,10 +22,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streambot")
 
-EXIT_CONFIG = 2
-EXIT_STARTUP = 3
+EXIT_CONFIG = exitcodes.CONFIG
+EXIT_STARTUP = exitcodes.STARTUP
 
 T = TypeVar("T")
+
+
+def _exits(*codes: int) -> str:
+    return "exit status: " + "; ".join(f"{c} {exitcodes.DESCRIPTIONS[c]}" for c in codes)
+
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _port_arg(text: str) -> int:
+    port = _int_arg(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535; 0 = any free port)")
+    return port
+
+
+def _bounded(kind: type[int] | type[float], most: float) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` between 0 and ``most`` (nan is refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 <= value <= most:
+            raise argparse.ArgumentTypeError(f"{text} must be between 0 and {most:g}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,11 +71,22 @@ def _parser() -> argparse.ArgumentParser:
         help="settings file (default: ./config.env if it exists); must exist when given",
     )
     parser = argparse.ArgumentParser(
-        prog="python -m streambot", description=__doc__, parents=[env_file]
+        prog="python -m streambot",
+        description="StreamBot: send a file to a Telegram bot, get a seekable HTTP link.",
+        epilog="`python -m streambot COMMAND --help` shows a command's defaults and exit statuses.",
+        parents=[env_file],
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"streambot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
-        "run", parents=[env_file], help="run the bot and the download server against Telegram"
+        "run",
+        parents=[env_file],
+        help="run the bot and the download server against Telegram",
+        description="Run the bot and the download server against Telegram until SIGINT/SIGTERM. "
+        "Settings come from config.env and the environment (see config.env.sample).",
+        epilog=_exits(
+            exitcodes.OK, exitcodes.CONFIG, exitcodes.STARTUP, exitcodes.LOGIN_FLOOD_WAIT
+        ),
     )
     run.add_argument(
         "--telegram",
@@ -51,15 +95,47 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of Telegram, use the running simulator described by this info file "
         "(written by `simulator --info-out FILE`); everything else is a normal run",
     )
-    sub.add_parser("check", parents=[env_file], help="validate the configuration and exit")
-    demo = sub.add_parser(
-        "demo", parents=[env_file], help="run everything offline on the Telegram simulator"
+    sub.add_parser(
+        "check",
+        parents=[env_file],
+        help="validate the configuration and exit",
+        description="Validate the configuration without connecting to Telegram: says which file "
+        "it read, lists every invalid setting and warns about unknown or misspelt names.",
+        epilog=_exits(exitcodes.OK, exitcodes.CONFIG) + " (warnings alone exit 0)",
     )
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--rtt-ms", type=float, default=0.0, help="simulated Telegram round trip")
-    demo.add_argument("--links-out", type=Path, help="write the links JSON here when ready")
-    demo.add_argument("--workers", type=int, default=2, help="simulated worker bots")
+    demo = sub.add_parser(
+        "demo",
+        parents=[env_file],
+        help="run everything offline on the Telegram simulator",
+        description="Run the whole application offline on the built-in Telegram simulator (no "
+        "credentials, no network) and serve each PATH, or a sample set. Standard input is your "
+        "chat with the bot as its admin; SIGINT/SIGTERM (Ctrl-C) stops it.",
+        epilog=_exits(exitcodes.OK, exitcodes.CONFIG, exitcodes.STARTUP),
+    )
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--port",
+        type=_port_arg,
+        default=8080,
+        help="TCP port (default: %(default)s; 0 = any free port, the links show the real one)",
+    )
+    demo.add_argument(
+        "--rtt-ms",
+        type=_bounded(float, 10_000),
+        default=0.0,
+        help="simulated Telegram round trip in ms (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--links-out", type=Path, help="write the links as JSON to this file when ready"
+    )
+    demo.add_argument(
+        "--workers",
+        type=_bounded(int, 64),
+        default=2,
+        help="simulated worker bots (default: %(default)s)",
+    )
     demo.add_argument(
         "--synthetic",
         action="append",
@@ -82,25 +158,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="with --telegram wire: copy the simulator's info file (control API, DCs) here",
     )
-    demo.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    demo.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="files to serve")
     simulator = sub.add_parser(
         "simulator",
         help="serve the simulated Telegram over MTProto on loopback, with a control API",
+        description="Serve the simulated Telegram over MTProto on loopback TCP (one port per DC) "
+        "with an HTTP control API, for `run --telegram FILE`, `demo --telegram wire` and tests.",
+        epilog=_exits(exitcodes.OK, exitcodes.CONFIG, exitcodes.STARTUP),
     )
     simulator.add_argument(
-        "--host", default="127.0.0.1", help="address of the DC ports (the control API is loopback)"
+        "--host",
+        default="127.0.0.1",
+        help="address of the DC ports (default: %(default)s; the control API is loopback)",
     )
     simulator.add_argument(
-        "--port", type=int, default=0, help="control API port (0: any free one); DCs use free ports"
+        "--port",
+        type=_port_arg,
+        default=0,
+        help="control API port (default 0: any free one); DCs use free ports",
     )
     simulator.add_argument(
-        "--rtt-ms", type=_non_negative, default=0.0, help="round trip per packet"
+        "--rtt-ms", type=_non_negative, default=0.0, help="round trip per packet (default: 0)"
     )
     simulator.add_argument(
         "--bandwidth-mib-s",
         type=_non_negative,
         default=0.0,
-        help="bandwidth cap per connection, MiB/s (0: unlimited)",
+        help="bandwidth cap per connection, MiB/s (default 0: unlimited)",
     )
     simulator.add_argument(
         "--workers",
@@ -108,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=range(0, 33),
         metavar="N",
         default=2,
-        help="worker bots besides the main bot (0-32)",
+        help="worker bots besides the main bot (0-32; default: %(default)s)",
     )
     simulator.add_argument(
         "--file-dc", type=int, choices=range(1, 6), metavar="N", help="DC the files live on (1-5)"
@@ -123,11 +207,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulator.add_argument("--info-out", type=Path, help="write the info JSON here when ready")
     simulator.add_argument(
-        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="(default: %(default)s)",
     )
     simulator.add_argument("paths", nargs="*", type=Path, metavar="PATH")
-    memlog = sub.add_parser("memlog", help="summarise memory log files")
-    memlog.add_argument("files", nargs="+")
+    memlog = sub.add_parser(
+        "memlog",
+        help="summarise the memory log (per-task growth, peak episodes, leak check)",
+        description="Summarise memory logs: per task the typical and worst RSS change from START "
+        "to END, RSS peaks grouped into episodes, idle RSS by day, restarts, and a leak check "
+        "over idle samples. Reads each FILE, and memory_*.log in each FOLDER (default: LOG_DIR "
+        "from config.env, else ./logs). Streams its input: memory stays flat for any log size.",
+        epilog=_exits(exitcodes.OK)
+        + "; 2 no log found or one cannot be read; 3 --chart without matplotlib",
+    )
+    memlog.add_argument("files", nargs="*", type=Path, metavar="FILE|FOLDER")
+    memlog.add_argument("--json", action="store_true", help="print the summary as JSON")
+    memlog.add_argument(
+        "--chart",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw RSS over time with task spans and restarts "
+        "(needs matplotlib: pip install 'streambot[chart]')",
+    )
     return parser
 
 
@@ -177,14 +281,39 @@ def _configure_logging(settings: Settings) -> SmartLogFilter:
     )
 
 
-def _load(args: argparse.Namespace, *, require_telegram: bool) -> Settings:
+def _load(args: argparse.Namespace, *, require_telegram: bool, verbose: bool = False) -> Settings:
+    """Settings, or exit 2 listing every problem. Warnings go to stderr; ``verbose`` (``check``)
+    also says which file was read."""
     try:
-        return Settings.load(getattr(args, "env_file", None), require_telegram=require_telegram)
+        settings, report = Settings.load_checked(
+            getattr(args, "env_file", None), require_telegram=require_telegram
+        )
     except ConfigError as exc:
+        if verbose:
+            _print_source(exc.source)
+        _print_warnings(exc.warnings)
         print("Configuration problems:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    if verbose:
+        _print_source(report.source)
+    _print_warnings(report.warnings)
+    return settings
+
+
+def _print_source(source: Path | None) -> None:
+    if source is None:
+        print("Read no settings file (no ./config.env); using the environment and defaults.")
+    else:
+        print(f"Read settings from {source} (the environment overrides it).")
+
+
+def _print_warnings(warnings: Sequence[str]) -> None:
+    if warnings:
+        print("Configuration warnings:", file=sys.stderr)
+        for warning in warnings:
+            print(f"  - {warning}", file=sys.stderr)
 
 
 def _fail(message: str, hint: str = "") -> int:
@@ -334,11 +463,13 @@ def _simulator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "memlog":
-        from utils.memory_monitor import main as memlog_main
+        from streambot.memlog import run as memlog
 
-        return memlog_main(args.files)
+        return memlog(
+            args.files, as_json=args.json, chart=args.chart, out=sys.stdout, err=sys.stderr
+        )
     if args.command == "check":
-        settings = _load(args, require_telegram=True)
+        settings = _load(args, require_telegram=True, verbose=True)
         print("Configuration OK.")
         return 0
     if args.command == "run":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -204,7 +205,11 @@ async def create_app(
     # Admins started a chat with the main bot only; a web node's workers cannot reach them, so
     # its alerts go to its log.
     notify = AdminNotifier(lambda: fleet.main.client, settings.admins if bot_node else ())
-    memlog = MemoryLog(settings.log_dir, max_line_queue=settings.memory_log_queue_limit)
+    memlog = MemoryLog(
+        settings.log_dir,
+        max_line_queue=settings.memory_log_queue_limit,
+        active_streams=lambda: len(registry),
+    )
     memory = MemoryManager(
         limit_mb=settings.memory_limit_mb,
         warning_percent=settings.memory_warning_percent,
@@ -238,6 +243,7 @@ async def create_app(
     scheduler = CleanupScheduler(
         misfire_grace=settings.job_misfire_grace_seconds,
         shutdown_timeout=settings.scheduler_shutdown_seconds,
+        span=memlog.task,
     )
     started_at = time.time()
     limiter = LinkRateLimiter(
@@ -483,10 +489,23 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await services.fleet.stop()
         raise
+    await _warn_unreachable_admins(services)
     try:
         yield
     finally:
         await services.fleet.stop()
+
+
+async def _warn_unreachable_admins(services: Services) -> None:
+    """Name the admins who would miss every alert, once, at start-up (README: Admins)."""
+    missing = await services.notify.unreachable()
+    if missing:
+        log.warning(
+            "admin(s) %s cannot be reached by the bot: they never pressed Start in a chat with "
+            "it (Telegram does not let bots start conversations), so they get no alerts until "
+            "they send it /start",
+            ", ".join(map(str, missing)),
+        )
 
 
 async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -564,14 +583,22 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 
 def make_site(
-    runner: web.AppRunner, host: str, port: int, *, reuse_port: bool = False
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    sock: socket.socket | None = None,
 ) -> GuardedSite:
     """A TCP site behind the per-client connection cap; ``await site.start()`` to listen.
 
     ``reuse_port``: several processes share the port (SO_REUSEPORT), see REUSE_PORT.
+    ``sock``: listen on this already bound socket instead (the demo's ``--port 0``).
     """
     app = runner.app
-    return GuardedSite(runner, app[SERVICES].connections, host, port, reuse_port=reuse_port)
+    return GuardedSite(
+        runner, app[SERVICES].connections, host, port, reuse_port=reuse_port, sock=sock
+    )
 
 
 async def stats_report(fleet: Fleet, registry: StreamRegistry) -> str:

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import stat
 import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import aiohttp
 
@@ -79,31 +81,72 @@ class Chat(Protocol):
         """Send one line as the admin; return the bot's replies."""
         ...
 
+    async def unsolicited(self) -> list[str]:
+        """Wait for messages the bot sent the admin that no ``say`` took as its reply (alerts)."""
+        ...
+
+
+def regular_file(text: str) -> Path | str:
+    """The absolute path ``/send PATH`` names, or a (demo) note why it cannot be sent.
+
+    Blocking (run it in a thread). Only regular files: a folder, a FIFO or /dev/zero would be
+    "sent" with a size that is no file's size (0, or endless) and the links would serve nonsense.
+    """
+    path = Path(text.strip()).expanduser()
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return f"(demo) {path} is not a regular file (a folder, a device or a pipe)"
+        with path.open("rb"):  # readable by us, not just present
+            pass
+    except OSError as exc:
+        return f"(demo) cannot read {path}: {exc.strerror}"
+    return path.resolve()  # absolute: the wire simulator's working directory may differ
+
 
 class WorldChat:
     """The admin's chat with an in-process simulated world."""
 
     def __init__(self, world: World) -> None:
         self.world = world
+        self._seen = 0  # highest message id returned by say() or unsolicited()
+        self._idle = asyncio.Event()  # no say() waiting for its reply
+        self._idle.set()
 
     async def say(self, text: str) -> list[str]:
         tg, admin, bot = self.world.telegram, self.world.admin, self.world.main_bot
-        before = len(tg.replies(admin))
         text = text.strip()
-        if text.startswith("/send "):
-            path = Path(text[6:].strip())
-            try:
-                content = await asyncio.to_thread(DiskContent.of, path)
-            except OSError as exc:
-                return [f"(demo) cannot read {path}: {exc.strerror}"]
-            await tg.send_user_message(admin, bot, file=disk_file(tg, content))
+        if text.startswith("/send ") or text == "/send":
+            found = await asyncio.to_thread(regular_file, text[5:])
+            if isinstance(found, str):
+                return [found]
+            content = await asyncio.to_thread(DiskContent.of, found)
+            message: dict[str, Any] = {"file": disk_file(tg, content)}
         else:
-            await tg.send_user_message(admin, bot, text=text)
+            message = {"text": text}
+        self._idle.clear()
         try:
-            replies = await tg.wait_replies(admin, before + 1, timeout=REPLY_WAIT_SECONDS)
-        except TimeoutError:
-            return [f"(demo) the bot did not answer within {REPLY_WAIT_SECONDS} s"]
-        return [r.text for r in replies[before:]]
+            before = len(tg.replies(admin))
+            await tg.send_user_message(admin, bot, **message)
+            try:
+                replies = await tg.wait_replies(admin, before + 1, timeout=REPLY_WAIT_SECONDS)
+            except TimeoutError:
+                return [f"(demo) the bot did not answer within {REPLY_WAIT_SECONDS} s"]
+            self._seen = max([self._seen, *(r.message_id for r in replies)])
+            return [r.text for r in replies[before:]]
+        finally:
+            self._idle.set()
+
+    async def unsolicited(self) -> list[str]:
+        tg, admin = self.world.telegram, self.world.admin
+        while True:
+            await self._idle.wait()  # a reply to a command belongs to that command
+            fresh = [m for m in tg.replies(admin) if m.message_id > self._seen]
+            if fresh:
+                self._seen = max(m.message_id for m in fresh)
+                return [m.text for m in fresh]
+            # Silent for hours is normal: wait in slices; cancelling the caller ends it.
+            with contextlib.suppress(TimeoutError):
+                await tg.wait_replies(admin, len(tg.replies(admin)) + 1, timeout=3600)
 
 
 class ControlChat:
@@ -112,27 +155,48 @@ class ControlChat:
     def __init__(self, control_url: str, admin_id: int) -> None:
         self.url = control_url
         self.admin_id = admin_id
+        self._seen = 0  # replies taken by say() or unsolicited(), counted from the first
+        self._idle = asyncio.Event()  # no say() waiting for its reply
+        self._idle.set()
 
     async def say(self, text: str) -> list[str]:
         text = text.strip()
         body: dict[str, Any] = {"user_id": self.admin_id, "text": text}
-        if text.startswith("/send "):
-            # Absolute: the simulator's working directory may differ from ours.
-            path = await asyncio.to_thread(Path(text[6:].strip()).resolve)
-            if not await asyncio.to_thread(path.is_file):
-                return [f"(demo) cannot read {path}"]
-            body = {"user_id": self.admin_id, "file": {"path": str(path)}}
+        if text.startswith("/send ") or text == "/send":
+            found = await asyncio.to_thread(regular_file, text[5:])
+            if isinstance(found, str):
+                return [found]
+            body = {"user_id": self.admin_id, "file": {"path": str(found)}}
         timeout = aiohttp.ClientTimeout(total=REPLY_WAIT_SECONDS + 10)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            before = len(await self._replies(http, count=0))
-            async with http.post(self.url + "/messages", json=body) as resp:
-                if resp.status != 201:
-                    reason = (await resp.json(content_type=None) or {}).get("error", resp.reason)
-                    return [f"(demo) could not deliver the message: {reason}"]
-            replies = await self._replies(http, count=before + 1)
+        self._idle.clear()
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                before = len(await self._replies(http, count=0))
+                async with http.post(self.url + "/messages", json=body) as resp:
+                    if resp.status != 201:
+                        reason = (await resp.json(content_type=None) or {}).get(
+                            "error", resp.reason
+                        )
+                        return [f"(demo) could not deliver the message: {reason}"]
+                replies = await self._replies(http, count=before + 1)
+        finally:
+            self._idle.set()
+        self._seen = max(self._seen, len(replies))
         if len(replies) <= before:
             return [f"(demo) the bot did not answer within {REPLY_WAIT_SECONDS} s"]
         return [str(r["text"]) for r in replies[before:]]
+
+    async def unsolicited(self) -> list[str]:
+        timeout = aiohttp.ClientTimeout(total=REPLY_WAIT_SECONDS + 10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            if not self._seen:
+                self._seen = len(await self._replies(http, count=0))
+            while True:
+                await self._idle.wait()
+                replies = await self._replies(http, count=self._seen + 1)  # long poll
+                if len(replies) > self._seen and self._idle.is_set():
+                    fresh, self._seen = replies[self._seen :], len(replies)
+                    return [str(r["text"]) for r in fresh]
 
     async def _replies(self, http: aiohttp.ClientSession, *, count: int) -> list[dict[str, Any]]:
         query = {"user_id": str(self.admin_id), "count": str(count)}
@@ -145,11 +209,19 @@ class ControlChat:
 
 
 class AdminChat:
-    """Standard input as the demo admin's private chat with the bot; replies go to stdout."""
+    """Standard input as the demo admin's private chat with the bot; the bot's messages go to stdout.
 
-    def __init__(self, chat: Chat) -> None:
+    Messages nobody asked for (alerts: memory critical, a client that failed) are printed too,
+    marked as such, so the demo shows everything an admin would see.
+    """
+
+    def __init__(self, chat: Chat, out: TextIO | None = None) -> None:
         self.chat = chat
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=100)
+        self._out = out
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out or sys.stdout, flush=True)
 
     def start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
         # A thread, because a blocking stdin read cannot go on the loop; daemon, so a read that
@@ -159,16 +231,44 @@ class AdminChat:
                 for line in sys.stdin:
                     put = self.queue.put(line.rstrip("\n"))
                     asyncio.run_coroutine_threadsafe(put, loop).result()
+                # End of input does not stop the demo (it may run in the background): say so.
+                asyncio.run_coroutine_threadsafe(self.queue.put(None), loop).result()
             except RuntimeError:  # the loop closed: the demo is stopping
                 return
-            # End of input does not stop the demo (it may run in the background).
 
         threading.Thread(target=read, name="demo-stdin", daemon=True).start()
 
+    async def watch(self) -> None:
+        """Print what the bot sends unasked, until cancelled."""
+        while True:
+            try:
+                messages = await self.chat.unsolicited()
+            except (OSError, aiohttp.ClientError):  # the simulator is going away
+                return
+            for text in messages:
+                self._print("(message from the bot, not a reply)")
+                self._print(text)
+                self._print("-" * 40)
+
     async def run(self) -> None:
+        watcher = asyncio.create_task(self.watch(), name="demo-alerts")
+        try:
+            await self._chat()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _chat(self) -> None:
         while True:
             line = await self.queue.get()
-            if not line or not line.strip():
+            if line is None:
+                self._print(
+                    "(demo) end of input: the server keeps running; Ctrl-C (SIGINT) or SIGTERM "
+                    "stops it."
+                )
+                continue
+            if not line.strip():
                 continue
             try:
                 replies = await self.chat.say(line)
@@ -176,8 +276,15 @@ class AdminChat:
                 # e.g. the bot is restarting; keep chatting
                 replies = [f"(demo) could not deliver the message: {exc}"]
             for reply in replies:
-                print(reply, flush=True)
-                print("-" * 40, flush=True)
+                self._print(reply)
+                self._print("-" * 40)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0 = any free port), bound before the settings are made
+    so the links carry the real port. OSError when the address is busy or not local."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family, backlog=128)
 
 
 class SimulatorFailed(OSError):
@@ -280,7 +387,11 @@ async def run_demo(
     loopback TCP, so the demo pays for the whole real network stack.
     """
     stop = stop or asyncio.Event()
-    with tempfile.TemporaryDirectory(prefix="streambot-demo-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="streambot-demo-") as tmp,
+        contextlib.closing(listen_socket(host, port)) as sock,  # closed after the server
+    ):
+        port = sock.getsockname()[1]
         data_dir = base.data_dir if base.data_dir != Path("data") else Path(tmp)
         if telegram == "wire":
             from streambot.simulator.wire.client import pointed_at
@@ -309,6 +420,7 @@ async def run_demo(
                     await _serve(
                         settings,
                         stop,
+                        sock=sock,
                         simulator=None,
                         entries=lambda ctx: [
                             link_entry(ctx, f.path, f.name, f.size, f.message_id)
@@ -324,6 +436,7 @@ async def run_demo(
             await _serve(
                 settings,
                 stop,
+                sock=sock,
                 simulator=world.telegram,
                 entries=lambda ctx: post_files(world, ctx, paths, synthetic),
                 chat=WorldChat(world),
@@ -337,6 +450,7 @@ async def _serve(
     settings: Settings,
     stop: asyncio.Event,
     *,
+    sock: socket.socket,
     simulator: SimulatedTelegram | None,
     entries: Callable[[BotContext], list[dict[str, Any]]],
     chat: Chat,
@@ -351,7 +465,7 @@ async def _serve(
     chat_task: asyncio.Task[None] | None = None
     try:
         await runner.setup()
-        site = make_site(runner, settings.bind_host, settings.port)
+        site = make_site(runner, settings.bind_host, settings.port, sock=sock)
         await site.start()
         found = entries(app[SERVICES].bot.ctx)
         if links_out is not None:

@@ -23,6 +23,21 @@ class AdminNotifier:
         self.admins = tuple(admins)
         self.sent = 0
 
+    async def unreachable(self) -> list[int]:
+        """Admins the bot cannot message: Telegram does not let a bot start a conversation, so
+        an admin who never pressed Start in a chat with the bot gets no alert. Checked by
+        resolving each id (users.getUsers), which only succeeds for users the bot has met;
+        a network failure lists nobody (that is not the admin's problem)."""
+        missing = []
+        for admin in self.admins:
+            try:
+                await self._client().resolve_peer(admin)
+            except (RPCError, KeyError, ValueError):
+                missing.append(admin)
+            except OSError:
+                return []
+        return missing
+
     async def __call__(self, text: str) -> int:
         """Send ``text`` to every admin; returns how many received it. Failures are logged only."""
         delivered = 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,40 @@ from streambot.config import Settings
 from streambot.simulator.world import World, build_world, world_settings
 
 from .clock import VirtualTime
-from .helpers import LINK_SECRET, Running, Serve, Served, StartApp, rule_breaking_calls
+from .helpers import (
+    LINK_SECRET,
+    Demo,
+    Running,
+    Serve,
+    Served,
+    StartApp,
+    cli_env,
+    rule_breaking_calls,
+)
 from .pg import pg_url  # noqa: F401  (the PostgreSQL fixture, for every module)
 
 # Properties assert results, not speed (bench/ measures speed): a slow or busy CI machine
 # must not fail a property because one example took longer than Hypothesis' 200 ms default.
 hypothesis_settings.register_profile("streambot", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("streambot")
+
+
+CHECKOUT_LOGS = Path(__file__).resolve().parent.parent / "logs"
+
+
+def _logs_snapshot() -> dict[str, int]:
+    if not CHECKOUT_LOGS.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in CHECKOUT_LOGS.iterdir()}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_logs_untouched() -> Iterator[None]:
+    """Tests write logs under tmp_path only: the checkout's logs/ (an operator's, perhaps)
+    must look the same after the session as before it."""
+    before = _logs_snapshot()
+    yield
+    assert _logs_snapshot() == before, f"a test wrote into {CHECKOUT_LOGS}"
 
 
 @pytest.fixture
@@ -104,3 +133,32 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     yield start
     for runner in reversed(runners):
         await runner.cleanup()
+
+
+@pytest.fixture
+async def start_demo(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Demo]]]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> Demo:
+        stderr = tmp_path / f"demo{len(procs)}.stderr"
+        with stderr.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streambot",
+                "demo",
+                *args,
+                cwd=tmp_path,
+                env=cli_env(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        procs.append(proc)
+        return Demo(proc, stderr)
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -200,3 +201,41 @@ async def wait_for_file(path: Path, deadline: float) -> None:
 async def fetch(url: str) -> tuple[int, bytes]:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status, await resp.read()
+
+
+class Demo:
+    """A running demo subprocess with helpers that wait on its output (never on the clock)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
+        self.proc = proc
+        self.stderr = stderr
+        self.lines: list[str] = []
+
+    async def read_until(self, predicate: str, deadline: float = 20.0) -> list[str]:
+        """Read stdout lines until one contains ``predicate``; returns the lines read so far."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(deadline):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"demo ended before {predicate!r}: {self.lines} {self.stderr.read_text()}"
+                    )
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if predicate in line:
+                    return self.lines
+
+    async def say(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stop(self, sig: signal.Signals) -> tuple[int, str]:
+        """Send ``sig``; return the exit status and the rest of stdout."""
+        self.proc.send_signal(sig)
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(15):
+            rest = await self.proc.stdout.read()
+            status = await self.proc.wait()
+        return status, rest.decode()

@@ -28,6 +28,10 @@ if not CHROMIUM.exists() or FFMPEG is None:
         allow_module_level=True,
     )
 
+pytest.importorskip(
+    "playwright.async_api", reason="needs the browser extra: pip install -e '.[test,browser]'"
+)
+
 from playwright.async_api import (  # noqa: E402
     Browser,
     Page,

@@ -7,83 +7,12 @@ import json
 import os
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from streambot.demo import SAMPLE_FILES
 from streambot.simulator.content import synthetic_bytes
 
-from .helpers import STARTUP_DEADLINE, cli_env, fetch, free_port, wait_for_file
-
-
-class Demo:
-    """A running demo subprocess with helpers that wait on its output (never on the clock)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc = proc
-        self.stderr = stderr
-        self.lines: list[str] = []
-
-    async def read_until(self, predicate: str, deadline: float = 20.0) -> list[str]:
-        """Read stdout lines until one contains ``predicate``; returns the lines read so far."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(deadline):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"demo ended before {predicate!r}: {self.lines} {self.stderr.read_text()}"
-                    )
-                line = raw.decode().rstrip("\n")
-                self.lines.append(line)
-                if predicate in line:
-                    return self.lines
-
-    async def say(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def stop(self, sig: signal.Signals) -> tuple[int, str]:
-        """Send ``sig``; return the exit status and the rest of stdout."""
-        self.proc.send_signal(sig)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(15):
-            rest = await self.proc.stdout.read()
-            status = await self.proc.wait()
-        return status, rest.decode()
-
-
-@pytest.fixture
-async def start_demo(tmp_path: Path) -> AsyncIterator[object]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(*args: str) -> Demo:
-        stderr = tmp_path / f"demo{len(procs)}.stderr"
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streambot",
-                "demo",
-                *args,
-                cwd=tmp_path,
-                env=cli_env(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        procs.append(proc)
-        return Demo(proc, stderr)
-
-    yield start
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+from .helpers import STARTUP_DEADLINE, fetch, free_port, wait_for_file
 
 
 async def test_demo_serves_files_chats_and_stops_on_sigterm(tmp_path: Path, start_demo) -> None:

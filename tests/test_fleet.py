@@ -148,7 +148,9 @@ async def test_unreadable_answer_from_telegram_fails_start_up_with_a_reason(tmp_
 
     world = build_world(workers=0)
     world.telegram.garbled_handshake = True
-    settings = world_settings(Settings(), world, data_dir=tmp_path / "data")
+    settings = world_settings(
+        Settings(log_dir=tmp_path / "logs"), world, data_dir=tmp_path / "data"
+    )
     app = await create_app(settings, link_secret=LINK_SECRET, simulator=world.telegram)
     runner = web.AppRunner(app)
     try:

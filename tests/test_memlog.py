@@ -27,8 +27,8 @@ from streambot.memlog import (
     run,
 )
 
+from .helpers import cli_env
 from .memlog_gen import T0, Scenario, lines, write_days
-from .test_cli import cli_env
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_SAMPLE = Path(__file__).parent / "data" / "memory_sample.log"

@@ -429,6 +429,10 @@ class SimulatedTelegram:
                 return client
         raise LookupError(f"bot @{bot.username} is not running with updates enabled")
 
+    def started(self, user: SimUser, bot: SimBot) -> None:
+        """``user`` pressed Start in a chat with ``bot`` before the simulation began."""
+        self._seen.add((bot.bot_id, user.user_id))
+
     async def send_user_message(
         self,
         user: SimUser,

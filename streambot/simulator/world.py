@@ -66,6 +66,7 @@ def build_world(*, workers: int = 0, rtt: float = 0.0) -> World:
     worker_bots = [telegram.add_bot(f"streambot_worker{i}_bot") for i in range(1, workers + 1)]
     channel = telegram.add_channel("StreamBot storage", members=[main_bot, *worker_bots])
     admin = telegram.add_user("Admin", user_id=DEMO_ADMIN_ID)
+    telegram.started(admin, main_bot)  # the demo admin has a chat with the bot, as admins should
     return World(telegram, main_bot, worker_bots, admin, channel)
 
 
