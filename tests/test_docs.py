@@ -63,6 +63,10 @@ def test_sample_holds_no_secret_value() -> None:
             assert re.search(rf"^{f.name.upper()}=$", sample(), re.M), f.name
 
 
+#: Every extra a test uses: the tools, the browser test's driver, memlog's chart.
+TEST_EXTRAS = ".[test,browser,chart]"
+
+
 def test_readme_starts_with_the_two_setup_commands() -> None:
     """The README's first two code blocks are install + demo, then install + tests."""
     blocks = readme_code_blocks()
@@ -71,7 +75,7 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert "pip install -e ." in demo
     assert demo.endswith("-m streambot demo")
     assert "python3.11 -m venv .venv" in tests
-    assert 'pip install -e ".[test]"' in tests
+    assert f'pip install -e "{TEST_EXTRAS}"' in tests
     assert tests.endswith("-m pytest")
     # ...and they come before any prose section.
     text = (ROOT / "README.md").read_text()
@@ -84,7 +88,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert ci.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in ci
     assert "-m venv .venv" in ci
-    assert 'pip install -q -e ".[test]"' in ci
+    assert f'pip install -q -e "{TEST_EXTRAS}"' in ci
     test_command = readme_code_blocks()[1].strip().rsplit("&& ", 1)[1]
     assert test_command in ci
     assert "ruff check ." in ci
