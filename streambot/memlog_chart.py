@@ -8,13 +8,14 @@ module without matplotlib raises ImportError, which the CLI turns into a one-lin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
-from streambot.memlog import Report
+if TYPE_CHECKING:  # memlog imports this module lazily; a type-only import keeps it one-way
+    from streambot.memlog import Report
 
 _COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7")
 

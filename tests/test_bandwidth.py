@@ -225,6 +225,7 @@ def demo_process(
     env = {
         **os.environ,
         "DATA_DIR": str(data),
+        "LOG_DIR": str(tmp_path / "logs"),  # never the checkout's logs/
         "BANDWIDTH_FLUSH_SECONDS": flush_seconds,
         "LOG_LEVEL": "WARNING",
     }
