@@ -90,7 +90,7 @@ def _cross_field_problems(
         return values.get(name, defaults[name])
 
     def valid(*names: str) -> bool:
-        return not invalid.intersection(names)
+        return invalid.isdisjoint(names)
 
     problems = []
     warning, critical = value("memory_warning_percent"), value("memory_critical_percent")

@@ -697,20 +697,20 @@ def leak_verdict(segments: Sequence[Sequence[tuple[float, float]]]) -> LeakVerdi
     baseline = statistics.median(values) if values else None
 
     def verdict(kind: str, text: str, **figures: float | None) -> LeakVerdict:
-        base = {
-            "slope_mb_per_day": None,
-            "late_slope_mb_per_day": None,
-            "rising_pairs": None,
-            "threshold_mb_per_day": None,
-        }
-        base.update({k: None if v is None else round(v, 3) for k, v in figures.items()})
+        def figure(name: str) -> float | None:
+            value = figures.get(name)
+            return None if value is None else round(value, 3)
+
         return LeakVerdict(
             verdict=kind,
             explanation=text,
+            slope_mb_per_day=figure("slope_mb_per_day"),
+            late_slope_mb_per_day=figure("late_slope_mb_per_day"),
+            rising_pairs=figure("rising_pairs"),
             idle_hours=round(hours, 1),
             baseline_mb=baseline,
+            threshold_mb_per_day=figure("threshold_mb_per_day"),
             rule=rule,
-            **base,  # type: ignore[arg-type]
         )
 
     if hours < LEAK_MIN_HOURS or baseline is None:

@@ -7,6 +7,7 @@ module without matplotlib raises ImportError, which the CLI turns into a one-lin
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:  # memlog imports this module lazily; a type-only import keeps it one-way
     from streambot.memlog import Report
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # as in the report (memlog.TIME_FORMAT, not imported: no cycle)
 
 _COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7")
 
@@ -69,11 +72,11 @@ def draw(series: dict[str, Any], report: Report, path: Path) -> None:
             )
         first, last = (buckets[0][0], buckets[-1][1]) if buckets else (None, None)
         spread = (last - first).total_seconds() if first and last else 0.0
-        labelled: list[float] = []
+        labelled: list[datetime] = []
         for episode in report.episodes[:5]:
-            x = mdates.datestr2num(episode.peak_at)
+            x = datetime.strptime(episode.peak_at, TIME_FORMAT)
             # Labels closer than 4% of the time axis would print on top of each other.
-            if any(abs(x - other) * 86400 < 0.04 * spread for other in labelled):
+            if any(abs((x - other).total_seconds()) < 0.04 * spread for other in labelled):
                 continue
             labelled.append(x)
             ax.annotate(
@@ -87,7 +90,9 @@ def draw(series: dict[str, Any], report: Report, path: Path) -> None:
         leak = report.leak
         ax.set_title(f"Memory log: {report.first} .. {report.last}  (leak check: {leak.verdict})")
         ax.set_ylabel("RSS (MB)")
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
             ax.legend(loc="upper left", fontsize=8, ncol=4)

@@ -306,10 +306,10 @@ class MemoryLog:
                 del self._start_rss[next(iter(self._start_rss))]
             return None
         if kind == END:
-            stack = self._start_rss.get(task)
-            if stack:
-                started = stack.pop()
-                if not stack:
+            open_runs = self._start_rss.get(task)
+            if open_runs:
+                started = open_runs.pop()
+                if not open_runs:
                     del self._start_rss[task]
                 return rss_mb - started
         return None
