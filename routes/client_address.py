@@ -23,6 +23,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from multidict import MultiMapping
 
+from streambot import links
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -157,7 +159,8 @@ def middleware(trusted: Sequence[Network], header: str) -> Middleware:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """aiohttp's access log line, with the client address the middleware resolved."""
+    """aiohttp's access log line, with the client address the middleware resolved and link
+    tokens cut to a short prefix (:func:`streambot.links.redact`)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         client = request.get(CLIENT) or request.remote or "-"
@@ -165,7 +168,7 @@ class AccessLogger(AbstractAccessLogger):
             '%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"',
             client,
             request.method,
-            request.rel_url,
+            links.redact(str(request.rel_url)),
             *request.version,
             response.status,
             response.body_length,

@@ -111,7 +111,7 @@ class _Guarded(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """aiohttp's TCP site with the :class:`ConnectionGuard` in front of its protocol factory."""
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_guard", "_sock")
 
     def __init__(
         self,

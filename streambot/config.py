@@ -111,13 +111,17 @@ def _cross_field_problems(
             f"and STREAM_BLOCK_SIZE_KIB={block_kib}, e.g. STREAM_MEMORY_BUDGET_MB={needed} "
             "(or fewer streams, or smaller blocks)"
         )
-    if value("database_url") and not value("link_secret"):
+    if valid("database_url", "link_secret") and value("database_url") and not value("link_secret"):
         problems.append(
             "LINK_SECRET is required when DATABASE_URL is set: every node must sign and check "
             "links with the same secret, e.g. LINK_SECRET=<the same 48 random characters on "
             "every node>"
         )
-    if value("node_role") == "web" and not value("worker_tokens"):
+    if (
+        valid("node_role", "worker_tokens")
+        and value("node_role") == "web"
+        and not value("worker_tokens")
+    ):
         problems.append(
             "NODE_ROLE=web needs its own worker bots to download with, e.g. "
             "MULTI_TOKEN1=123456789:AAExampleExampleExampleExampleExam (a token no other node uses)"

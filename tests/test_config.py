@@ -434,3 +434,22 @@ def test_arbitrary_values_raise_only_config_error(env: dict[str, str], base: boo
         problems = ["loaded"]
         assert repr(s).startswith("Settings(")
     assert problems
+
+
+def test_cross_field_checks_skip_settings_already_reported_invalid() -> None:
+    """A bad MEMORY_CRITICAL_PERCENT is reported once, not also compared with the warning level
+    (which would blame MEMORY_WARNING_PERCENT against a default the operator never wrote)."""
+    with pytest.raises(ConfigError) as failed:
+        Settings.from_env(
+            {"MEMORY_WARNING_PERCENT": "90", "MEMORY_CRITICAL_PERCENT": "abc"},
+            require_telegram=False,
+        )
+    (problem,) = failed.value.problems
+    assert problem.startswith("MEMORY_CRITICAL_PERCENT must be a number")
+    with pytest.raises(ConfigError) as failed:
+        Settings.from_env(
+            {"DATABASE_URL": "postgresql://db/streambot", "LINK_SECRET": "short"},
+            require_telegram=False,
+        )
+    (problem,) = failed.value.problems
+    assert problem.startswith("LINK_SECRET must be at least 32 characters")

@@ -152,3 +152,21 @@ def test_top_level_help_lists_every_command_with_its_purpose(tmp_path: Path) -> 
         "summarise the memory log",
     ):
         assert purpose in text
+
+
+async def test_access_log_shows_only_a_prefix_of_link_tokens(tmp_path: Path, start_demo) -> None:  # noqa: F811
+    """The real server's access log (stderr at INFO): the request is there, the token is not."""
+    links = tmp_path / "links.json"
+    demo = await start_demo("--port", "0", "--links-out", str(links))
+    await wait_for_file(links, STARTUP_DEADLINE)
+    entries = json.loads(links.read_text())
+    url = entries[-1]["download_url"]
+    token = url.split("/dl/", 1)[1].split("/", 1)[0]
+    assert (await fetch(url))[0] == 200
+    assert (await fetch(entries[-1]["watch_url"]))[0] == 200
+    code, _ = await demo.stop(signal.SIGTERM)
+    assert code == 0
+    log = demo.stderr.read_text()
+    assert f'"GET /dl/{token[:6]}…/' in log
+    assert f'"GET /watch/{token[:6]}…/' in log
+    assert token not in log

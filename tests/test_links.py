@@ -330,3 +330,27 @@ def test_property_link_paths_single_safe_segment(name: str) -> None:
     assert "/" not in decoded
     if name not in ("", ".", "..") and "/" not in name and name.isprintable():
         assert decoded == name
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("/dl/AbCdEfGhIjKlMnOp/movie.mp4", "/dl/AbCdEf…/movie.mp4"),
+        ("/watch/AbCdEfGhIjKlMnOp/a%20b.mkv?t=1", "/watch/AbCdEf…/a%20b.mkv?t=1"),
+        ("/dl/AbCdEfGhIjKlMnOp", "/dl/AbCdEf…"),
+        ("/dl/short/x", "/dl/short/x"),  # nothing worth hiding
+        ("/healthz", "/healthz"),
+        ("/api/info", "/api/info"),
+        ("/static/dl/AbCdEfGhIjKlMnOp", "/static/dl/AbCdEfGhIjKlMnOp"),
+    ],
+)
+def test_redact_keeps_a_short_prefix_of_link_tokens(path: str, shown: str) -> None:
+    assert links.redact(path) == shown
+
+
+def test_redact_never_shows_a_whole_signed_token() -> None:
+    token = links.sign(links.LinkClaims(message_id=42), SECRET)
+    download, watch = links.link_paths(token, "x.bin")
+    for path in (download, watch):
+        assert token not in links.redact(path)
+        assert token[: links.REDACTED_PREFIX] in links.redact(path)

@@ -106,13 +106,41 @@ def test_new_window_starts_after_report(
     ]
 
 
-def test_different_args_share_template_key(
+def test_the_key_is_the_formatted_message(
     log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
 ) -> None:
-    """Records with the same template but different args count as the same message."""
+    """Same template, different arguments: different news, both shown; an exact repeat is not."""
     install(handler, clock=clock)
-    log.warning("client %s disconnected", "1.2.3.4")
-    log.warning("client %s disconnected", "5.6.7.8")
+    log.warning("migrating schema %d to %d", 0, 1)
+    log.warning("migrating schema %d to %d", 1, 2)
+    log.warning("migrating schema %d to %d", 1, 2)
+    assert lines(stream) == [
+        "WARNING migrating schema 0 to 1",
+        "WARNING migrating schema 1 to 2",
+    ]
+
+
+def test_a_traceback_is_not_hidden_behind_another_error(
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
+) -> None:
+    """The same words with another exception type (a 500 after a malformed request) pass."""
+    install(handler, clock=clock)
+    for exc in (ValueError("bad range"), KeyError("boom"), ValueError("other")):
+        try:
+            raise exc
+        except Exception:
+            log.exception("request failed")
+    text = stream.getvalue()
+    assert text.count("ERROR request failed") == 2
+    assert "KeyError: 'boom'" in text
+
+
+def test_rate_key_still_groups_a_family(
+    log: logging.Logger, handler: logging.Handler, stream: io.StringIO, clock: ManualClock
+) -> None:
+    install(handler, clock=clock)
+    log.warning("client %s disconnected", "1.2.3.4", extra={"rate_key": "disconnect"})
+    log.warning("client %s disconnected", "5.6.7.8", extra={"rate_key": "disconnect"})
     assert lines(stream) == ["WARNING client 1.2.3.4 disconnected"]
 
 

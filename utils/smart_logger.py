@@ -14,8 +14,10 @@ Usage::
     smart.cleanup()
 
 Two records are "the same" when they carry the same ``extra={"rate_key": ...}`` or, without
-one, the same logger name, level and *unformatted* template (``log.warning("x %s", a)`` with
-different ``a`` share a key).
+one, the same logger name, level, *formatted* message and exception type. Formatted, not the
+template: "migrating 1 to 2" is news after "migrating 0 to 1", two access-log lines for two
+requests are two lines, and a 500's traceback is never swallowed as a repeat of an earlier
+malformed request's. A caller that wants a family of messages collapsed passes ``rate_key``.
 """
 
 from __future__ import annotations
@@ -102,8 +104,14 @@ class SmartLogFilter(logging.Filter):
         msg = getattr(record, _ORIGINAL_MSG_ATTR, record.msg)
         # Non-str messages (log.error(exc)) are keyed by their text; exception objects hash by
         # identity and would give every occurrence its own key.
-        template = msg if isinstance(msg, str) else str(msg)
-        return (record.name, record.levelno, template)
+        text = msg if isinstance(msg, str) else str(msg)
+        if record.args:
+            try:
+                text = text % record.args
+            except (TypeError, ValueError, KeyError):  # a broken call: key on what we have
+                text = f"{text} {record.args!r}"
+        exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        return (record.name, record.levelno, text, exc_type)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Return False for a repeat inside the window; suffix the first record after it."""
