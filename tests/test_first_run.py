@@ -154,7 +154,7 @@ def test_top_level_help_lists_every_command_with_its_purpose(tmp_path: Path) -> 
         assert purpose in text
 
 
-async def test_access_log_shows_only_a_prefix_of_link_tokens(tmp_path: Path, start_demo) -> None:  # noqa: F811
+async def test_access_log_shows_only_a_prefix_of_link_tokens(tmp_path: Path, start_demo) -> None:
     """The real server's access log (stderr at INFO): the request is there, the token is not."""
     links = tmp_path / "links.json"
     demo = await start_demo("--port", "0", "--links-out", str(links))
