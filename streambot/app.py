@@ -45,7 +45,7 @@ from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, link_secret_fingerprint
 from streambot.streamer import Streamer, StreamerConfig
 from streambot.supervisor import Supervisor
-from streambot.units import KIB, MIB
+from streambot.units import KIB, MIB, plural
 from utils.cleanup_scheduler import CleanupScheduler, standard_jobs
 from utils.memory_manager import CacheRow, MemoryManager, ReportSources
 from utils.memory_monitor import MemoryLog
@@ -604,11 +604,13 @@ def make_site(
 async def stats_report(fleet: Fleet, registry: StreamRegistry) -> str:
     """The streams-and-fleet part of /stats (bandwidth usage is added by the bot)."""
     lines = [
-        f"Active streams: {len(registry)} (completed since start: {registry.completed})",
+        f"Active streams: {len(registry)} ({plural(registry.completed, 'download')} finished "
+        "since start)",
         f"Clients: {fleet.healthy_count()}/{len(fleet.clients)} healthy",
     ]
     for fc in fleet.clients:
         lines.append(
-            f"  {fc.label()}: {fc.state}, {fc.active_streams} streams, {fc.total_streams} total"
+            f"  {fc.label()}: {fc.state}, {plural(fc.active_streams, 'stream')} now, "
+            f"{fc.total_streams} since start"
         )
     return "\n".join(lines)

@@ -29,6 +29,25 @@ def gb_text(n: int) -> str:
     return f"{n / GB:.2f} GB"
 
 
+def bytes_text(n: int) -> str:
+    """A byte count in decimal units with three significant digits: "0 B", "5 kB", "1.23 GB".
+
+    For counters an admin reads next to a quota (quotas are decimal GB): 5,000 bytes served must
+    not show as "0.00 GB".
+    """
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000:
+            return f"{int(value)} B" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} TB"
+
+
+def plural(count: int, word: str) -> str:
+    """``plural(1, "stream")`` -> "1 stream", ``plural(2, "stream")`` -> "2 streams"."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 

@@ -309,10 +309,10 @@ async def test_stats_shows_streams_bytes_today_and_fleet(world: World, start_app
     assert len(await (await app.client.get(app.dl_path(msg))).read()) == 5000
     await app.services.bandwidth.flush()
     (reply,) = await say(app, world.admin, text="/stats")
-    assert "Active streams: 0" in reply
+    assert "Active streams: 0 (1 download finished since start)" in reply
     assert "Clients: 1/1 healthy" in reply
-    assert f"@{world.main_bot.username}: healthy" in reply
-    assert "Served today: 0.00 GB of 1.00 GB" in reply
+    assert f"@{world.main_bot.username}: healthy, 0 streams now, 1 since start" in reply
+    assert "Served today (UTC): 5 kB of 1.00 GB" in reply  # not "0.00 GB"
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -50,18 +51,26 @@ async def test_memory_report_shows_every_figure(
     assert lines[0] == "StreamBot memory: OK"
     labels = [line.split("  ")[0] for line in lines[2:12]]
     assert labels == [
-        "RSS",
-        "VMS",
-        "Process",
+        "In RAM (RSS)",
+        "Virtual",
+        "Share",
         "Limit",
-        "System avail",
-        "Loop lag",
+        "Machine free",
+        "Loop delay",
         "Threads",
-        "Tasks",
+        "Async tasks",
         "Streams",
         "Uptime",
     ]
-    rss_mb = float(lines[2].split()[1])
+    # MEMORY_LIMIT_MB=0 (the default): no invented limit, and what each level does.
+    assert "Limit         no limit set (machine RAM)" in lines
+    assert "Levels (of machine RAM)" in lines
+    assert any(line.startswith("Warning   80 % = ") for line in lines)
+    assert any(line.startswith("Critical  95 % = ") for line in lines)
+    assert "  new downloads get 503," in lines
+    zone = datetime.now().astimezone().tzname()
+    assert f"Jobs (next run, {zone})" in lines
+    rss_mb = float(lines[2].split()[3])
     assert 10 < rss_mb < 100_000
     assert lines[2].endswith(" MB")
     assert "Clients 1/1 healthy" in lines

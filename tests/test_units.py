@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streambot.units import GB, KIB, MIB, gb_text, human_size
+from streambot.units import GB, KIB, MIB, bytes_text, gb_text, human_size, plural
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,17 @@ def test_human_size_always_names_a_unit(n: int) -> None:
     number, unit = human_size(n).split(" ")
     assert unit in {"B", "KiB", "MiB", "GiB"}
     assert float(number) >= 0
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (999, "999 B"), (5000, "5 kB"), (1_234_567, "1.23 MB"), (10**9, "1 GB"),
+     (2_500_000_000_000, "2.5 TB")],
+)  # fmt: skip
+def test_bytes_text_is_decimal_with_three_digits(n: int, text: str) -> None:
+    assert bytes_text(n) == text
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0 streams"), (1, "1 stream"), (2, "2 streams")])
+def test_plural(n: int, text: str) -> None:
+    assert plural(n, "stream") == text

@@ -145,6 +145,7 @@ class MemoryManager:
         self._clock = clock
         # The machine's total memory does not change while we run: read it once, not per request.
         self._limit = int(limit_mb * MIB) if limit_mb else int(system().total)
+        self._limit_set = bool(limit_mb)
         self.shedding = False
         self.incidents = 0
         self.shed_requests = 0
@@ -331,6 +332,9 @@ class MemoryManager:
             level=self.level_of(figures.rss),
             shedding=self.shedding,
             limit=self._limit,
+            limit_set=self._limit_set,
+            warning_percent=self.warning_percent,
+            critical_percent=self.critical_percent,
             loop_lag=lag,
             uptime=max(0.0, self._wall() - sources.started_at),
             active_streams=sources.active_streams(),
@@ -408,6 +412,9 @@ class ReportData:
     jobs: list[JobRow]
     last_gc: GcResult | None
     now: datetime  # local time the report was made
+    limit_set: bool = True  # False: MEMORY_LIMIT_MB=0, the limit is the machine's RAM
+    warning_percent: float = 80.0
+    critical_percent: float = 95.0
 
 
 def _mb(n: float) -> str:
@@ -441,20 +448,36 @@ def format_report(data: ReportData) -> str:
     warning_note = "  (downloads paused)" if data.shedding else ""
     lines = [f"StreamBot memory: {data.level.value.upper()}{warning_note}", ""]
     lag = "-" if data.loop_lag is None else f"{data.loop_lag * 1000:.1f} ms"
+    used = f"{f.rss / data.limit * 100:.0f} % used"
+    limit = f"{_mb(data.limit)} ({used})" if data.limit_set else "no limit set (machine RAM)"
     lines += _rows(
         [
-            ("RSS", _mb(f.rss)),
-            ("VMS", _mb(f.vms)),
-            ("Process", f"{f.process_percent:.1f} % of RAM"),
-            ("Limit", f"{_mb(data.limit)} ({f.rss / data.limit * 100:.0f} % used)"),
-            ("System avail", f"{_mb(f.system_available)} ({f.system_free_percent:.0f} % free)"),
-            ("Loop lag", lag),
+            ("In RAM (RSS)", _mb(f.rss)),
+            ("Virtual", _mb(f.vms)),
+            ("Share", f"{f.process_percent:.1f} % of RAM"),
+            ("Limit", limit),
+            ("Machine free", f"{_mb(f.system_available)} ({f.system_free_percent:.0f} %)"),
+            ("Loop delay", lag),
             ("Threads", str(f.threads)),
-            ("Tasks", str(f.tasks)),
+            ("Async tasks", str(f.tasks)),
             ("Streams", str(data.active_streams)),
             ("Uptime", _duration(data.uptime)),
         ]
     )
+    # What each level means, in the same units: an admin reading "WARNING" should not need the
+    # README to know what happens next.
+    base = "of the limit" if data.limit_set else "of machine RAM"
+    warning = data.limit * data.warning_percent / 100
+    critical = data.limit * data.critical_percent / 100
+    lines += [
+        "",
+        f"Levels ({base})",
+        f"Warning   {data.warning_percent:g} % = {_mb(warning)}",
+        "  refusing stops below it",
+        f"Critical  {data.critical_percent:g} % = {_mb(critical)}",
+        "  new downloads get 503,",
+        "  admins get one message",
+    ]
     lines += ["", f"Clients {data.healthy}/{len(data.clients)} healthy"]
     for c in data.clients:
         role = " (main)" if c.main else ""
@@ -465,8 +488,9 @@ def format_report(data: ReportData) -> str:
     if data.caches:
         caches = [(c.label, f"{c.entries} / {c.limit}") for c in data.caches]
         lines += ["", "Caches", *_rows(caches)]
+    zone = data.now.astimezone().tzname() or "local"
     if data.jobs:
-        lines += ["", "Jobs (next run)"]
+        lines += ["", f"Jobs (next run, {zone})"]
         pairs = []
         for job in data.jobs:
             if job.next_run is None:
@@ -482,7 +506,7 @@ def format_report(data: ReportData) -> str:
         lines.append("Last GC: not yet")
     else:
         at = datetime.fromtimestamp(gc_result.at)
-        lines.append(f"Last GC {at:%H:%M:%S} ({gc_result.reason})")
+        lines.append(f"Last GC {at:%H:%M:%S} {zone} ({gc_result.reason})")
         lines.append(
             f"  {gc_result.collected} objects, {_mb(gc_result.freed)} freed, "
             f"{gc_result.duration * 1000:.0f} ms"

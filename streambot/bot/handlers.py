@@ -28,7 +28,7 @@ from streambot.catalog import describe, media_of
 from streambot.errors import FileNotFound
 from streambot.guard import LinkGuard
 from streambot.store import Store, StoredFile
-from streambot.units import gb_text, human_size
+from streambot.units import bytes_text, gb_text, human_size
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +237,11 @@ class BotHandlers:
         today = await bw.usage("global", "")
         month = await bw.usage("global", "", period="month")
         lines.append(
-            f"Served today: {gb_text(today)}"
+            f"Served today (UTC): {bytes_text(today)}"
             + (f" of {gb_text(q.daily)}" if q.daily else " (no limit)")
         )
         lines.append(
-            f"Served this month: {gb_text(month)}"
+            f"Served this month: {bytes_text(month)}"
             + (f" of {gb_text(q.monthly)}" if q.monthly else " (no limit)")
         )
         if q.per_owner_daily:
