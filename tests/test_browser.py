@@ -296,3 +296,49 @@ async def test_page_on_a_phone_and_in_dark_mode(browser: Browser, movie: Movie) 
         await page.screenshot(path=str(ARTIFACTS / "watch-page-dark.png"), full_page=True)
     finally:
         await dark.close()
+
+
+async def test_the_demo_sample_video_plays(
+    world, start_app: StartApp, browser: Browser, tmp_path: Path
+) -> None:
+    """The first link a newcomer opens: the committed sample video loads, plays and advances."""
+    from streambot.simulator.samples import SAMPLE_VIDEO
+
+    _f, msg_id = world.store(
+        DiskContent.of(SAMPLE_VIDEO), name=SAMPLE_VIDEO.name, mime_type="video/webm"
+    )
+    app = await start_app(world)
+    token = links.sign(links.LinkClaims(msg_id), LINK_SECRET)
+    _dl, watch_path = links.link_paths(token, SAMPLE_VIDEO.name)
+    page = await browser.new_page()
+    try:
+        await page.goto(str(app.client.make_url(watch_path)))
+        await wait_for_first_frame(page)
+        played = await asyncio.wait_for(
+            page.evaluate(PLAY_SCRIPT, STEP_MS), timeout=2 * STEP_MS / 1000
+        )
+    finally:
+        await page.close()
+    assert 7.5 < played["duration"] < 8.5
+    assert played["currentTime"] > 0.5
+    assert played["width"] == 320
+    assert played["error"] is None
+
+
+# Plays muted until 1 s of media time has passed (event driven, bounded), then reports.
+PLAY_SCRIPT = """
+async (stepMs) => {
+  const v = document.getElementById("player");
+  v.muted = true;
+  await v.play();
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no progress within " + stepMs + " ms")), stepMs);
+    const check = () => { if (v.currentTime > 1) { clearTimeout(timer); resolve(); } };
+    v.addEventListener("timeupdate", check);
+    v.addEventListener("error", () => { clearTimeout(timer); reject(new Error("media error")); });
+  });
+  v.pause();
+  return { duration: v.duration, currentTime: v.currentTime, width: v.videoWidth,
+           error: v.error && v.error.code };
+}
+"""

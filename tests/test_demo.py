@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streambot.demo import SAMPLE_FILES
 from streambot.simulator.content import synthetic_bytes
+from streambot.simulator.samples import SAMPLE_VIDEO
 
 from .helpers import STARTUP_DEADLINE, fetch, free_port, wait_for_file
 
@@ -69,7 +70,7 @@ async def test_demo_serves_files_chats_and_stops_on_sigterm(tmp_path: Path, star
 async def test_demo_without_paths_serves_the_sample_set_and_stops_on_sigint(
     tmp_path: Path, start_demo
 ) -> None:
-    """With no PATH the sample set is generated and served byte-exact; SIGINT exits 0."""
+    """With no PATH the sample set is served byte-exact (the real video first); SIGINT exits 0."""
     links = tmp_path / "links.json"
     demo = await start_demo("--port", str(free_port()), "--links-out", str(links))
     await wait_for_file(links, STARTUP_DEADLINE)
@@ -80,7 +81,11 @@ async def test_demo_without_paths_serves_the_sample_set_and_stops_on_sigint(
     for seed, e in enumerate(entries, 1):
         status, body = await fetch(e["download_url"])
         assert status == 200
-        assert body == synthetic_bytes(seed, 0, e["size"])
+        if seed == 1:
+            assert body == SAMPLE_VIDEO.read_bytes()
+            assert body[:4] == b"\x1a\x45\xdf\xa3"  # an EBML (WebM) header, not random bytes
+        else:
+            assert body == synthetic_bytes(seed, 0, e["size"])
     code, rest = await demo.stop(signal.SIGINT)
     assert code == 0
     assert "StreamBot demo stopped." in rest
