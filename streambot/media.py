@@ -38,6 +38,7 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,17 @@ class _Signal(asyncio.Event):
 class _Answer:
     """Our entry in ``Session.results``: pyrogram's ``handle_packet`` fills ``value``, sets ``event``."""
 
-    __slots__ = ("abandoned", "event", "lost", "msg_id", "nbytes", "sent_at", "settled", "value")
+    __slots__ = (
+        "__weakref__",
+        "abandoned",
+        "event",
+        "lost",
+        "msg_id",
+        "nbytes",
+        "sent_at",
+        "settled",
+        "value",
+    )
 
     def __init__(self, msg_id: int, nbytes: int, on_set: Callable[[_Answer], None]) -> None:
         self.msg_id = msg_id
@@ -111,7 +122,17 @@ class _Answer:
         self.abandoned = False  # nobody waits any more; bytes are released when it arrives
         self.settled = False  # its bytes were released
         self.sent_at = time.monotonic()
-        self.event = _Signal(lambda: on_set(self))
+        # The signal reaches its answer through a weak reference: a closure over ``self`` made
+        # every answer a reference cycle, and each kept its whole block (``value``) alive until a
+        # full collection, hundreds of MiB after a busy minute.
+        me = weakref.ref(self)
+
+        def answered() -> None:
+            answer = me()
+            if answer is not None:
+                on_set(answer)
+
+        self.event = _Signal(answered)
 
 
 class MediaSession(Session):
