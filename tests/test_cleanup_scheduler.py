@@ -86,6 +86,19 @@ async def test_bandwidth_cleanup_keeps_the_last_days(store: Store) -> None:
     assert kept == 300
 
 
+async def test_bandwidth_cleanup_runs_once_per_day_across_nodes(store: Store) -> None:
+    """Every node schedules the job on the shared store; one claims the day, the others skip it."""
+    today = date(2025, 11, 16)
+    old = today - timedelta(days=40)
+    await store.add_bandwidth({(old.isoformat(), "global", ""): 100})
+    results = [await cleanup_bandwidth(store, 30, today=today, holder=f"node{i}") for i in range(3)]
+    assert results == [1, 0, 0]
+    # The next day is a new claim (and finds nothing old left).
+    assert await cleanup_bandwidth(store, 30, today=today + timedelta(days=1), holder="node2") == 0
+    await store.add_bandwidth({(old.isoformat(), "global", ""): 5})
+    assert await cleanup_bandwidth(store, 30, today=today + timedelta(days=2), holder="node1") == 1
+
+
 async def test_collect_garbage_logs_a_report_line(caplog: pytest.LogCaptureFixture) -> None:
     """The hourly job collects and writes one memory report line."""
     caplog.set_level(logging.INFO, logger="utils.cleanup_scheduler")

@@ -25,14 +25,10 @@ import pytest
 
 from streambot.pg_store import LISTENER_NAME
 from streambot.simulator.wire.info import SimulatorInfo
-
-from .pg import fresh_schema
-
-pytest.importorskip("streambot.simulator.wire.server", reason="the MTProto server has not landed")
-
 from streambot.simulator.wire.process import READY_LINE
 
 from .helpers import STARTUP_DEADLINE, cli_env, free_port
+from .pg import fresh_schema
 
 
 class Proc:
