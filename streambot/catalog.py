@@ -232,6 +232,13 @@ class Catalog:
                 self._refreshing[message_id] = task
                 task.add_done_callback(lambda _t: self._refreshing.pop(message_id, None))
             return info
+        return await self._lookup(message_id)
+
+    async def _lookup(self, message_id: int) -> FileInfo:
+        """Ask Telegram, moving to the next bot when one fails (a FloodWait also cools it down).
+
+        Raises FileNotFound, or StreamAborted when no bot could answer.
+        """
         tried: list[FleetClient] = []
         while True:
             fc = self._any_client(tried)
@@ -258,13 +265,15 @@ class Catalog:
             )
 
     async def _refresh(self, message_id: int) -> None:
+        # The same bot rotation as a cold lookup: a refresh that hits a FloodWait cools that bot
+        # down (streams avoid it too) and asks the next one, instead of leaving the entry stale.
         try:
-            await self._resolve(self._any_client(), message_id)
+            await self._lookup(message_id)
         except FileNotFound:
             self.info_cache.pop(message_id)
-        except (RPCError, OSError) as exc:
-            # The stale entry keeps serving; the next request after the TTL tries again.
-            log.info("background refresh of message %s failed: %r", message_id, exc)
+        except StreamAborted as exc:
+            # No bot could answer: the stale entry keeps serving; the next request tries again.
+            log.info("background refresh of message %s failed: %s", message_id, exc)
 
     async def location(
         self, fc: FleetClient, message_id: int, *, refresh: bool = False

@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from streambot import __main__ as main_module
 from streambot import exitcodes
 from streambot.app import create_app
+from streambot.catalog import Catalog
 from streambot.config import Settings
 from streambot.fleet import ClientState
 from streambot.sessionlock import SessionLock, SessionsLocked
@@ -34,6 +35,7 @@ from streambot.simulator.wire.server import WireTelegram
 from streambot.simulator.world import World, build_world, world_settings
 from streambot.supervisor import Supervisor
 from streambot.units import MIB
+from tests.clock import ManualClock
 from tests.helpers import LINK_SECRET, Running, eventually
 from tests.wire_child import Child, child_server, scenario
 
@@ -286,6 +288,82 @@ async def test_503_and_timeouts_from_telegram_are_retried_not_aborted(
         body = await download(app, app.dl_path(msg_id))
         assert body.status == 200
         assert body.digest == digest_of(content)
+
+
+@pytest.mark.parametrize("code", [16, 17, 32, 33])
+async def test_bad_msg_notifications_on_get_file_are_resent_not_aborted(
+    start_wire: StartWire, code: int
+) -> None:
+    """Item 4: Telegram refuses GetFile messages with a real bad_msg_notification (msg_id too
+    low/high, seq_no too low/high) for their msg_id, mid-stream; they are sent again and the body
+    is byte-exact."""
+    async with wire_world() as wired:
+        content = SyntheticContent(4 * MIB + 77, seed=142)
+        _f, msg_id = wired.world.store(content, name="bm.bin")
+        app = await start_wire(wired)
+        wired.world.telegram.inject("upload.GetFile", kind="bad_msg", code=code, times=3, skip=1)
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        assert wired.server.counters["bad_msg_faults"] == 3  # sent as notifications, on the wire
+        assert not wired.world.telegram.faults  # every one of them fired
+
+
+async def test_file_cdn_redirect_answers_are_asked_again_not_aborted(
+    start_wire: StartWire,
+) -> None:
+    """Item 4: GetFile answered with upload.fileCdnRedirect (StreamBot never asks for CDN files),
+    first at the start and again mid-stream: asked again, the body is byte-exact."""
+    async with wire_world() as wired:
+        content = SyntheticContent(5 * MIB + 3, seed=143)
+        _f, msg_id = wired.world.store(content, name="cdn.bin")
+        app = await start_wire(wired)
+        telegram = wired.world.telegram
+        telegram.inject("upload.GetFile", kind="cdn_redirect", times=2)
+        telegram.inject("upload.GetFile", kind="cdn_redirect", times=2, skip=4)
+        body = await download(app, app.dl_path(msg_id))
+        assert body.status == 200
+        assert body.digest == digest_of(content)
+        assert not telegram.faults  # all four redirects were answered
+        # Six 1 MiB blocks, plus one more request per redirect.
+        assert telegram.count("upload.GetFile") == 6 + 4
+
+
+async def test_a_flood_wait_on_a_background_refresh_cools_the_bot_and_another_refreshes(
+    start_wire: StartWire,
+) -> None:
+    """Item 4: the stale-while-revalidate refresh of a file's info hits a FloodWait on the main
+    bot; that bot is cooled down for the wait and the worker refreshes the entry."""
+    async with wire_world(workers=1) as wired:
+        f, msg_id = wired.world.store(SyntheticContent(10, seed=144), name="old.txt")
+        app = await start_wire(wired)
+        fleet = app.services.fleet
+        main, _worker = fleet.clients
+        clock = ManualClock()
+        catalog = Catalog(fleet, wired.world.channel_id, ttl=60, clock=clock)
+        try:
+            assert (await catalog.info(msg_id)).name == "old.txt"
+            f.name = "new.txt"  # Telegram now says something else
+            clock.now += 61
+            telegram = wired.world.telegram
+            telegram.flood_wait(3600, method="channels.GetMessages", bot=wired.world.main_bot)
+            worker_asked = telegram.bot_counts[
+                ("channels.GetMessages", wired.world.workers[0].bot_id)
+            ]
+            assert (await catalog.info(msg_id)).name == "old.txt"  # stale, served at once
+
+            def refreshed() -> bool:
+                cached = catalog.info_cache.get(msg_id)
+                return cached is not None and cached[1]
+
+            await eventually(refreshed, timeout=30)
+            assert (await catalog.info(msg_id)).name == "new.txt"
+            assert not telegram.faults  # the main bot was asked and got the FloodWait
+            assert fleet.cooldown_left(main) > 3000
+            key = ("channels.GetMessages", wired.world.workers[0].bot_id)
+            assert telegram.bot_counts[key] > worker_asked
+        finally:
+            await catalog.close()
 
 
 async def test_a_duplicated_main_key_is_moved_aside_and_the_bot_logs_in_again(

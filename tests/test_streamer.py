@@ -354,6 +354,19 @@ async def test_network_errors_are_retried(world: World, start_app: StartApp, kin
     assert quiescent(app)
 
 
+@pytest.mark.parametrize("kind", ["bad_msg", "cdn_redirect"])
+async def test_odd_getfile_answers_are_asked_again(
+    world: World, start_app: StartApp, kind: str
+) -> None:
+    """In-process too, a bad_msg_notification or a fileCdnRedirect answer to GetFile mid-body is
+    asked again (never an aborted stream) and the body is byte-exact."""
+    app, path = await start_with_file(world, start_app, time=VirtualTime())
+    world.telegram.inject("upload.GetFile", kind=kind, skip=5, times=2)  # type: ignore[arg-type]
+    await get_exact(app, path)
+    assert not world.telegram.faults
+    assert quiescent(app)
+
+
 async def test_persistent_network_failure_aborts(world: World, start_app: StartApp) -> None:
     """When the network keeps failing mid-body the connection is cut after bounded retries."""
     app, path = await start_with_file(world, start_app, stream_retries=1)

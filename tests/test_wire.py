@@ -316,6 +316,46 @@ async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: WireSim, tmp_pa
     assert sim.world.count("upload.GetFile") == 2  # FLOOD_WAIT_1 slept through, then the error
 
 
+async def test_503_bad_msg_and_cdn_redirect_reach_a_plain_invoke_and_the_connection_lives(
+    sim: WireSim, tmp_path: Path
+) -> None:
+    """kurigram's own handling of three answers, each sent as Telegram sends it, through the
+    control API for a simulator process: a -503 rpc_error is retried inside ``Session.invoke``; a
+    ``bad_msg_notification`` for the request's msg_id is handed to the invoker as the result
+    (logged; neither raised nor resent); ``upload.fileCdnRedirect`` is returned as it is. The
+    connection outlives each, and the next GetFile on it is byte-exact."""
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, "home.bin")
+        info = sim.files["home.bin"]
+        session = await client.get_session(dc, is_media=True)
+
+        async def get(offset: int) -> Any:
+            query = raw.functions.upload.GetFile(location=loc, offset=offset, limit=MIB)
+            return await session.invoke(query, timeout=10, retry_delay=0)
+
+        before = sim.count("upload.GetFile")
+        sim.add_rpc_fault("rpc_error", code=-503, message="TIMEOUT", count=2)
+        answer = await get(0)
+        assert answer.bytes == synthetic_bytes(info.seed, 0, MIB)
+        assert sim.count("upload.GetFile") == before + 3  # two -503, then the answer
+
+        sim.add_rpc_fault("bad_msg", code=17)
+        notice = await get(MIB)
+        assert isinstance(notice, raw.types.BadMsgNotification)
+        assert notice.error_code == 17
+        assert sim.stats()["counters"]["bad_msg_faults"] == 1
+        assert (await get(MIB)).bytes == synthetic_bytes(info.seed, MIB, MIB)
+
+        sim.add_rpc_fault("cdn_redirect")
+        redirect = await get(2 * MIB)
+        assert isinstance(redirect, raw.types.upload.FileCdnRedirect)
+        assert (await get(2 * MIB)).bytes == synthetic_bytes(info.seed, 2 * MIB, MIB)
+    finally:
+        await stop_client(client)
+
+
 async def test_ping_delay_disconnect_closes_a_connection_that_stops_pinging(
     sim: WireSim, tmp_path: Path
 ) -> None:

@@ -68,6 +68,10 @@ class WireSim(Protocol):
     files: dict[str, SimFileInfo]
 
     def add_wire_fault(self, kind: str, **kw: Any) -> None: ...
+    def add_rpc_fault(self, kind: str, *, count: int = 1, after: int = 0, **kw: Any) -> None:
+        """A world fault by its control API name (bad_msg, cdn_redirect, rpc_error, ...)."""
+        ...
+
     def set_limits(self, **kw: float) -> None: ...
     def rotate_salt(self) -> None: ...
     def stats(self) -> dict[str, Any]: ...
@@ -120,6 +124,15 @@ class InLoopSim:
 
     def add_wire_fault(self, kind: str, **kw: Any) -> None:
         self.server.add_wire_fault(kind, **kw)
+
+    def add_rpc_fault(self, kind: str, *, count: int = 1, after: int = 0, **kw: Any) -> None:
+        method = kw.pop("method", "upload.GetFile")
+        if kind in ("bad_msg", "cdn_redirect"):
+            self.world.inject(method, kind=kind, times=count, skip=after, **kw)
+        elif kind == "rpc_error":
+            self.world.inject(method, times=count, skip=after, **kw)
+        else:
+            raise ValueError(f"no in-loop shortcut for a {kind} fault")
 
     def set_limits(self, **kw: float) -> None:
         self.server.set_limits(**kw)
@@ -210,6 +223,9 @@ class ProcessSim:
         # answer on any of the bot's connections is the one the test is waiting for.
         kw.pop("media", None)
         self._call("POST", "/faults", {"kind": kind, **kw})
+
+    def add_rpc_fault(self, kind: str, *, count: int = 1, after: int = 0, **kw: Any) -> None:
+        self._call("POST", "/faults", {"kind": kind, "count": count, "after": after, **kw})
 
     def set_limits(self, **kw: float) -> None:
         self._call("POST", "/limits", kw)

@@ -42,7 +42,15 @@ MEDIA_KINDS: tuple[MediaKind, ...] = (
 )
 #: "no_message": the request succeeds but the answer carries no new message (an empty
 #: ``Updates``), as Telegram may answer a send; pyrogram's send/copy then returns None.
-FaultKind = Literal["rpc", "oserror", "drop", "no_message"]
+#: "bad_msg": Telegram refuses the message itself with a ``bad_msg_notification`` (``code``: 16/17
+#: msg_id too low/high, 32/33 seq_no too low/high; default 16). The answer is a
+#: ``BadMsgNotification`` object, what pyrogram's ``Session.send`` returns for one; the wire
+#: server sends it as the real service message for the request's msg_id instead of an rpc_result.
+#: "cdn_redirect": upload.GetFile answers ``upload.fileCdnRedirect`` (the file is on a CDN DC),
+#: which Telegram may send to a client that did not ask for CDN files only by mistake, but does.
+FaultKind = Literal["rpc", "oserror", "drop", "no_message", "bad_msg", "cdn_redirect"]
+#: bad_msg_notification codes a "bad_msg" fault may carry (msg_id and seq_no complaints).
+BAD_MSG_CODES = frozenset({16, 17, 32, 33, 34, 35})
 #: Delivers a bot's update elsewhere (the wire server's main connection of that bot): gets the full
 #: ``Updates`` and, for a plain private text, the ``updateShortMessage`` Telegram would send instead.
 #: Returns False when it cannot deliver (the bot has no connection there), so the next sink tries.
@@ -64,6 +72,17 @@ def wire(obj: TLObject[Any]) -> Any:
     parsers rely on that. The round trip also proves the object is valid for the installed layer.
     """
     return TLObject.read(io.BytesIO(obj.write()))
+
+
+def cdn_redirect(dc_id: int) -> raw.types.upload.FileCdnRedirect:
+    """An ``upload.fileCdnRedirect``: "fetch this file from CDN DC ``dc_id`` with this token"."""
+    return raw.types.upload.FileCdnRedirect(
+        dc_id=dc_id,
+        file_token=b"sim-cdn-token",
+        encryption_key=bytes(32),
+        encryption_iv=bytes(16),
+        file_hashes=[],
+    )
 
 
 def getfile_rule_violation(offset: int, limit: int, precise: bool) -> str | None:
@@ -581,8 +600,9 @@ class SimulatedTelegram:
         try:
             if self.rtt:
                 await asyncio.sleep(self.rtt)
-            if self._apply_faults(name, bot, query, session.dc_id):
-                return wire(raw.types.Updates(updates=[], users=[], chats=[], date=0, seq=0))
+            instead = self._apply_faults(name, bot, query, session.dc_id)
+            if instead is not None:
+                return wire(instead)
             handler: Callable[..., Any] | None = getattr(self, "on_" + name.replace(".", "_"), None)
             if handler is None:
                 self._err(query, 400, "METHOD_NOT_SIMULATED")
@@ -601,8 +621,8 @@ class SimulatedTelegram:
 
     def _apply_faults(
         self, name: str, bot: SimBot | None, query: TLObject[Any], dc_id: int | None = None
-    ) -> bool:
-        """Raise the first matching fault; True if it says "answer with no message"."""
+    ) -> TLObject[Any] | None:
+        """Raise the first matching fault, or return the answer it gives instead of the real one."""
         for fault in self.faults:
             if fault.method != name or (fault.times is not None and fault.times <= 0):
                 continue
@@ -624,9 +644,15 @@ class SimulatedTelegram:
             if fault.kind == "drop":
                 raise TimeoutError("Request timed out")  # what Session.send raises on no answer
             if fault.kind == "no_message":
-                return True
+                return raw.types.Updates(updates=[], users=[], chats=[], date=0, seq=0)
+            if fault.kind == "bad_msg":
+                # bad_msg_id is the request's msg_id: only a wire server knows it (it fills it in).
+                code = fault.code if fault.code in BAD_MSG_CODES else 16
+                return raw.types.BadMsgNotification(bad_msg_id=0, bad_msg_seqno=0, error_code=code)
+            if fault.kind == "cdn_redirect":
+                return cdn_redirect(self.home_dc)
             self._err(query, fault.code, fault.message)
-        return False
+        return None
 
     @staticmethod
     def _err(query: TLObject[Any], code: int, message: str) -> NoReturn:

@@ -27,11 +27,27 @@ from aiohttp import web
 
 from streambot.simulator.content import DiskContent, SyntheticContent
 from streambot.simulator.samples import SyntheticFile, add_content, disk_file
-from streambot.simulator.telegram import SentMessage, SimBot, SimulatedTelegram, SimUser
+from streambot.simulator.telegram import (
+    BAD_MSG_CODES,
+    FaultKind,
+    SentMessage,
+    SimBot,
+    SimulatedTelegram,
+    SimUser,
+)
 from streambot.simulator.world import World
 from streambot.units import parse_size
 
-RPC_KINDS = ("flood_wait", "rpc_error", "file_reference_expired", "file_migrate")
+RPC_KINDS = (
+    "flood_wait",
+    "rpc_error",
+    "file_reference_expired",
+    "file_migrate",
+    "bad_msg",
+    "cdn_redirect",
+)
+#: RPC kinds the world answers with something other than an error (see ``telegram.FaultKind``).
+_WORLD_KINDS: Mapping[str, FaultKind] = {"bad_msg": "bad_msg", "cdn_redirect": "cdn_redirect"}
 WIRE_KINDS = ("rst", "blackhole", "stall", "drip")
 FAULT_FIELDS = frozenset(
     {
@@ -164,8 +180,10 @@ def parse_fault(body: Any, *, bots: Mapping[int, SimBot], dcs: frozenset[int]) -
     fault["method"] = method
     if kind != "flood_wait" and seconds is not None:
         raise BadRequest(f"seconds does not apply to a {kind} fault")
-    if kind != "rpc_error" and ("code" in body or "message" in body):
-        raise BadRequest("code and message apply to rpc_error faults only")
+    if kind != "rpc_error" and "message" in body:
+        raise BadRequest("message applies to rpc_error faults only")
+    if kind not in ("rpc_error", "bad_msg") and "code" in body:
+        raise BadRequest("code applies to rpc_error and bad_msg faults only")
     if kind != "file_migrate" and "to_dc" in body:
         raise BadRequest("to_dc applies to file_migrate faults only")
     if kind == "flood_wait":
@@ -180,6 +198,18 @@ def parse_fault(body: Any, *, bots: Mapping[int, SimBot], dcs: frozenset[int]) -
         if not isinstance(message, str) or not _ERROR_ID.fullmatch(message):
             raise BadRequest("an rpc_error fault needs message: an error id such as INTERNAL")
         fault.update(code=code, message=message)
+    elif kind == "bad_msg":
+        code = _int(body, "code")
+        if code is None:
+            code = 16
+        if code not in BAD_MSG_CODES:
+            codes = ", ".join(map(str, sorted(BAD_MSG_CODES)))
+            raise BadRequest(f"a bad_msg fault's code must be one of {codes}")
+        fault.update(code=code, message="")
+    elif kind == "cdn_redirect":
+        if method != "upload.GetFile":
+            raise BadRequest("a cdn_redirect fault applies to upload.GetFile only")
+        fault.update(code=0, message="")
     elif kind == "file_reference_expired":
         fault.update(code=400, message="FILE_REFERENCE_EXPIRED")
     else:  # file_migrate
@@ -280,6 +310,7 @@ class Control:
         else:
             self.telegram.inject(
                 fault["method"],
+                kind=_WORLD_KINDS.get(fault["kind"], "rpc"),
                 code=fault["code"],
                 message=fault["message"],
                 times=fault["count"],

@@ -537,7 +537,7 @@ class _Connection:
         if replies:
             await self.send_messages(replies)
         body = tl.read_object(msg.body)
-        await self._body(msg.msg_id, body)
+        await self._body(msg.msg_id, body, msg.seq_no)
 
     def _bad_msg(self, msg: _Incoming) -> int:
         """The bad_msg_notification code for a client msg_id/seq_no, or 0 if acceptable."""
@@ -556,12 +556,12 @@ class _Connection:
             self.client_msg_ids = set(sorted(self.client_msg_ids)[-2048:])
         return 0
 
-    async def _body(self, msg_id: int, body: Any) -> None:
+    async def _body(self, msg_id: int, body: Any, seq_no: int = 0) -> None:
         server = self.server
         if isinstance(body, raw.core.MsgContainer):
             server.counters["containers_received"] += 1
             for inner in body.messages:
-                await self._body(inner.msg_id, inner.body)
+                await self._body(inner.msg_id, inner.body, inner.seq_no)
             return
         if isinstance(body, raw.types.MsgsAck):
             server.counters["acks_received"] += len(body.msg_ids)
@@ -585,7 +585,7 @@ class _Connection:
             dropped = raw.types.RpcAnswerUnknown().write()
             await self.send_messages([(tl.rpc_result(msg_id, dropped), True)])
             return
-        server._spawn(self._rpc(msg_id, body))
+        server._spawn(self._rpc(msg_id, body, seq_no))
 
     def _arm_disconnect(self, delay: int) -> None:
         """ping_delay_disconnect: close the connection if no ping comes within ``delay`` s."""
@@ -598,7 +598,7 @@ class _Connection:
         self.server.counters["ping_disconnects"] += 1
         self.link.close()
 
-    async def _rpc(self, msg_id: int, body: Any) -> None:
+    async def _rpc(self, msg_id: int, body: Any, seq_no: int = 0) -> None:
         server = self.server
         auth = self.key
         assert auth is not None
@@ -636,6 +636,16 @@ class _Connection:
             server.counters["connections_reset"] += 1
             self.link.reset()
             return
+        if isinstance(result, raw.types.BadMsgNotification):
+            # The world's "bad_msg" fault: Telegram refuses the message itself, so the answer is
+            # the service message about this msg_id (not an rpc_result), as for a real bad msg_id.
+            server.counters["bad_msg_notifications"] += 1
+            server.counters["bad_msg_faults"] += 1
+            notice = raw.types.BadMsgNotification(
+                bad_msg_id=msg_id, bad_msg_seqno=seq_no, error_code=result.error_code
+            )
+            await self._answer(msg_id, notice.write(), content=False)
+            return
         if isinstance(query, _AUTHORIZING) and isinstance(result, raw.types.auth.Authorization):
             auth.bot_id = result.user.id
             server.counters["authorizations"] += 1
@@ -662,7 +672,7 @@ class _Connection:
         ]
         return config
 
-    async def _answer(self, msg_id: int, body: bytes) -> None:
+    async def _answer(self, msg_id: int, body: bytes, *, content: bool = True) -> None:
         server = self.server
         bot = self.key.bot_id if self.key else None
         fault = pick(server._faults, bot, self.dc, self.media, server._rng)
@@ -680,7 +690,7 @@ class _Connection:
                 )
             else:
                 self.link.drip(fault.seconds)
-        await self.send_messages([(body, True)])
+        await self.send_messages([(body, content)])
 
     # ---------------------------------------------------------------- writing
     async def send_messages(
