@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ from .clock import VirtualTime
 from .helpers import (
     LINK_SECRET,
     Demo,
+    Proc,
     Running,
     Serve,
     Served,
+    Start,
     StartApp,
-    cli_env,
     rule_breaking_calls,
+    spawn_streambot,
 )
 from .pg import pg_url  # noqa: F401  (the PostgreSQL fixture, for every module)
 
@@ -141,19 +142,7 @@ async def start_demo(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[De
 
     async def start(*args: str) -> Demo:
         stderr = tmp_path / f"demo{len(procs)}.stderr"
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streambot",
-                "demo",
-                *args,
-                cwd=tmp_path,
-                env=cli_env(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
+        proc = await spawn_streambot(tmp_path, stderr, "demo", *args)
         procs.append(proc)
         return Demo(proc, stderr)
 
@@ -162,3 +151,20 @@ async def start_demo(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[De
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.fixture
+async def start_streambot(tmp_path: Path) -> AsyncIterator[Start]:
+    """Start ``python -m streambot ARGS`` in tmp_path; whatever still runs is killed at the end."""
+    procs: list[Proc] = []
+
+    async def start(*args: str) -> Proc:
+        stderr = tmp_path / f"proc{len(procs)}.stderr"
+        procs.append(Proc(await spawn_streambot(tmp_path, stderr, *args), stderr))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        if p.proc.returncode is None:
+            p.proc.kill()
+            await p.proc.wait()

@@ -28,6 +28,8 @@ from streambot.app import SERVICES, Services
 from streambot.config import Settings
 from streambot.simulator import getfile_rule_violation
 from streambot.simulator.content import synthetic_bytes
+from streambot.simulator.wire.info import SimulatorInfo
+from streambot.simulator.wire.process import READY_LINE
 from streambot.simulator.world import World
 from streambot.units import MIB
 
@@ -108,7 +110,8 @@ def rule_breaking_calls(world: World) -> list[Any]:
 ABORTED = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)
 
 
-def quiescent(app: Running) -> bool:
+def quiescent(app: Running | Served) -> bool:
+    """Nothing streams and nothing is held: registry, budget and every client are idle."""
     services = app.services
     return (
         len(services.registry) == 0
@@ -201,6 +204,89 @@ async def wait_for_file(path: Path, deadline: float) -> None:
 async def fetch(url: str) -> tuple[int, bytes]:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         return resp.status, await resp.read()
+
+
+async def spawn_streambot(cwd: Path, stderr: Path, *args: str) -> asyncio.subprocess.Process:
+    """``python -m streambot ARGS`` in ``cwd``: stdin and stdout piped, stderr into ``stderr``."""
+    with stderr.open("wb") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "streambot",
+            *args,
+            cwd=cwd,
+            env=cli_env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+
+
+class Proc:
+    """A ``python -m streambot`` child: stdout read line by line, stderr kept in a file.
+
+    Waits are on its output, never on the clock alone.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
+        self.proc = proc
+        self.stderr = stderr
+        self.lines: list[str] = []
+
+    async def read_until(self, predicate: str, deadline: float = STARTUP_DEADLINE) -> str:
+        """Read stdout lines until one contains ``predicate``; returns that line."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(deadline):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"ended before {predicate!r}: {self.lines}\n{self.stderr.read_text()}"
+                    )
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if predicate in line:
+                    return line
+
+    async def wait_stderr(self, text: str, deadline: float = STARTUP_DEADLINE) -> None:
+        """Wait until ``text`` shows in the stderr file (the process logs there, not to a pipe)."""
+        async with asyncio.timeout(deadline):
+            # Another process writes the file: nothing to await but its contents.
+            while text not in await asyncio.to_thread(self.stderr.read_text):
+                if self.proc.returncode is not None:
+                    raise AssertionError(self.stderr.read_text())
+                await asyncio.sleep(0.1)
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``; return the exit status and the rest of stdout."""
+        self.proc.send_signal(sig)
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(20):
+            rest = await self.proc.stdout.read()
+            code = await self.proc.wait()
+        return code, rest.decode()
+
+
+#: Start ``python -m streambot ARGS`` in the test's tmp_path (the ``start_streambot`` fixture).
+Start = Callable[..., Awaitable[Proc]]
+
+
+async def start_simulator(start: Start, tmp_path: Path, *args: str) -> tuple[Proc, SimulatorInfo]:
+    """The simulator process, once ready, and the info file it wrote."""
+    info_path = tmp_path / "sim" / "info.json"
+    info_path.parent.mkdir(exist_ok=True)
+    sim = await start("simulator", "--info-out", str(info_path), *args)
+    await sim.read_until(READY_LINE)
+    return sim, SimulatorInfo.load(info_path)
+
+
+async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    """One control-API request: status and JSON answer."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=body, **kw) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
 
 
 class Demo:

@@ -23,17 +23,7 @@ from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
 from streambot.units import MIB
 
-from .helpers import Serve, Served, eventually
-
-
-def quiescent(app: Served) -> bool:
-    services = app.services
-    return (
-        len(services.registry) == 0
-        and services.budget.used == 0
-        and services.budget.active_streams == 0
-        and all(fc.active_streams == 0 for fc in services.fleet.clients)
-    )
+from .helpers import Serve, Served, eventually, quiescent
 
 
 def errors(app: Served, kind: str) -> float:

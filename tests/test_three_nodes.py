@@ -12,93 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from streambot.pg_store import LISTENER_NAME
 from streambot.simulator.wire.info import SimulatorInfo
-from streambot.simulator.wire.process import READY_LINE
 
-from .helpers import STARTUP_DEADLINE, cli_env, free_port
+from .helpers import Proc, Start, call, free_port, start_simulator
 from .pg import fresh_schema
-
-
-class Proc:
-    """A ``python -m streambot`` child: stdout read line by line, stderr kept in a file."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc, self.stderr = proc, stderr
-
-    async def read_until(self, text: str) -> None:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(STARTUP_DEADLINE):
-            while text not in (line := (await self.proc.stdout.readline()).decode()):
-                assert line, f"ended before {text!r}: {self.stderr.read_text()}"
-
-    async def wait_stderr(self, text: str) -> None:
-        async with asyncio.timeout(STARTUP_DEADLINE):
-            # Another process writes the file: nothing to await but its contents.
-            while text not in await asyncio.to_thread(self.stderr.read_text):
-                assert self.proc.returncode is None, self.stderr.read_text()
-                await asyncio.sleep(0.1)
-
-
-Start = Callable[..., Awaitable[Proc]]
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """Start ``python -m streambot ARGS`` in tmp_path; whatever still runs is killed at the end."""
-    procs: list[Proc] = []
-
-    async def run(*args: str) -> Proc:
-        stderr = tmp_path / f"proc{len(procs)}.stderr"
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streambot",
-                *args,
-                cwd=tmp_path,
-                env=cli_env(),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        procs.append(Proc(proc, stderr))
-        return procs[-1]
-
-    yield run
-    for p in procs:
-        if p.proc.returncode is None:
-            p.proc.kill()
-            await p.proc.wait()
-
-
-async def start_simulator(start: Start, tmp_path: Path, *args: str) -> tuple[Proc, SimulatorInfo]:
-    info_path = tmp_path / "sim" / "info.json"
-    info_path.parent.mkdir(exist_ok=True)
-    sim = await start("simulator", "--info-out", str(info_path), *args)
-    await sim.read_until(READY_LINE)
-    return sim, SimulatorInfo.load(info_path)
-
-
-async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-    """One control-API request: status and JSON answer."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, url, json=body, **kw) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
-
 
 SECRET = "three-nodes-link-secret-0123456789abcdef"
 OWNER, OTHER = 424242, 515151
@@ -200,12 +126,12 @@ async def send_file(info: SimulatorInfo, user: int, name: str, size: int) -> tup
 
 async def test_three_nodes_share_links_revocations_quotas_and_counters(
     tmp_path: Path,
-    start: Start,
+    start_streambot: Start,
 ) -> None:
     t_start = time.perf_counter()
     async with fresh_schema() as db:
         sim, info = await start_simulator(
-            start, tmp_path, "--workers", "1", "--synthetic", "4096:seed.bin"
+            start_streambot, tmp_path, "--workers", "1", "--synthetic", "4096:seed.bin"
         )
         info_file = str(tmp_path / "sim" / "info.json")
         _, web1_bot = await call("POST", info.control_url + "/bots", {})
@@ -247,7 +173,10 @@ async def test_three_nodes_share_links_revocations_quotas_and_counters(
             ),
         ]
         # All three start together on the empty schema: the migration lock makes that safe.
-        procs = [await start("--env-file", str(e), "run", "--telegram", info_file) for e in envs]
+        procs = [
+            await start_streambot("--env-file", str(e), "run", "--telegram", info_file)
+            for e in envs
+        ]
         nodes = [
             Node(n, p, port)
             for n, p, port in zip(("bot", "web1", "web2"), procs, ports, strict=True)

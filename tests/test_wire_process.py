@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import stat
-import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,17 @@ import pytest
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.samples import SAMPLE_FILES, SyntheticFile
 from streambot.simulator.wire.info import SimulatorInfo
-from streambot.simulator.wire.process import READY_LINE
 
-from .helpers import STARTUP_DEADLINE, cli_env, fetch, free_port, wait_for_file
+from .helpers import (
+    STARTUP_DEADLINE,
+    Proc,
+    Start,
+    call,
+    fetch,
+    free_port,
+    start_simulator,
+    wait_for_file,
+)
 
 INFO_KEYS = {
     "control_url",
@@ -41,96 +47,17 @@ INFO_KEYS = {
 }
 
 
-class Proc:
-    """A child process whose stdout is read line by line (waits are on its output, not the clock)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc = proc
-        self.stderr = stderr
-        self.lines: list[str] = []
-
-    async def read_until(self, predicate: str, deadline: float = STARTUP_DEADLINE) -> str:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(deadline):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"ended before {predicate!r}: {self.lines}\n{self.stderr.read_text()}"
-                    )
-                line = raw.decode().rstrip("\n")
-                self.lines.append(line)
-                if predicate in line:
-                    return line
-
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
-        self.proc.send_signal(sig)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(20):
-            rest = await self.proc.stdout.read()
-            code = await self.proc.wait()
-        return code, rest.decode()
-
-
-Start = Callable[..., Any]
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """Start ``python -m streambot ARGS`` in tmp_path; every process is killed at the end."""
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def run(*args: str, env: dict[str, str] | None = None) -> Proc:
-        stderr = tmp_path / f"proc{len(procs)}.stderr"
-        with stderr.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "streambot",
-                *args,
-                cwd=tmp_path,
-                env=env or cli_env(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-            )
-        procs.append(proc)
-        return Proc(proc, stderr)
-
-    yield run
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-async def start_simulator(start: Start, tmp_path: Path, *args: str) -> tuple[Proc, SimulatorInfo]:
-    info_path = tmp_path / "sim" / "info.json"
-    info_path.parent.mkdir(exist_ok=True)
-    sim = await start("simulator", "--info-out", str(info_path), *args)
-    await sim.read_until(READY_LINE)
-    return sim, SimulatorInfo.load(info_path)
-
-
-async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, url, json=body, **kw) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
-
-
 # ---------------------------------------------------------------------- the simulator process
 
 
 async def test_simulator_writes_its_info_file_and_stops_on_sigterm(
-    tmp_path: Path, start: Start
+    tmp_path: Path, start_streambot: Start
 ) -> None:
     """Info JSON written atomically and owner-only with every field; SIGTERM exits 0 cleanly."""
     disk = tmp_path / "clip.mp4"
     disk.write_bytes(os.urandom(5000))
     sim, info = await start_simulator(
-        start,
+        start_streambot,
         tmp_path,
         "--workers",
         "1",
@@ -169,8 +96,10 @@ async def test_simulator_writes_its_info_file_and_stops_on_sigterm(
         await asyncio.open_connection("127.0.0.1", info.dcs[2][1])
 
 
-async def test_simulator_without_files_posts_the_sample_set(tmp_path: Path, start: Start) -> None:
-    sim, info = await start_simulator(start, tmp_path)
+async def test_simulator_without_files_posts_the_sample_set(
+    tmp_path: Path, start_streambot: Start
+) -> None:
+    sim, info = await start_simulator(start_streambot, tmp_path)
     assert [(f.name, f.size) for f in info.files] == [(n, size) for n, _, size in SAMPLE_FILES]
     code, _ = await sim.stop(signal.SIGINT)
     assert code == 0
@@ -195,10 +124,10 @@ BAD_REQUESTS = [
 
 
 async def test_control_api_rejects_bad_input_with_400_and_a_reason(
-    tmp_path: Path, start: Start
+    tmp_path: Path, start_streambot: Start
 ) -> None:
     """Each bad request gets 400 and its reason over real HTTP; the simulator logs no traceback."""
-    sim, info = await start_simulator(start, tmp_path, "--workers", "0")
+    sim, info = await start_simulator(start_streambot, tmp_path, "--workers", "0")
     for method, path, body, reason in BAD_REQUESTS:
         status, answer = await call(method, info.control_url + path, body)
         assert (status, reason in answer["error"]) == (400, True), (method, path, body, answer)
@@ -214,9 +143,9 @@ async def test_control_api_rejects_bad_input_with_400_and_a_reason(
 
 
 async def test_control_api_accepts_faults_limits_and_reports_stats(
-    tmp_path: Path, start: Start
+    tmp_path: Path, start_streambot: Start
 ) -> None:
-    sim, info = await start_simulator(start, tmp_path, "--workers", "0")
+    sim, info = await start_simulator(start_streambot, tmp_path, "--workers", "0")
     url = info.control_url
     status, answer = await call("POST", url + "/faults", {"kind": "flood_wait", "seconds": 3})
     assert status == 201
@@ -260,15 +189,6 @@ def run_env(
     return env
 
 
-async def wait_stderr(proc: Proc, text: str, deadline: float = STARTUP_DEADLINE) -> None:
-    """Wait until ``text`` shows in the process's stderr file (it writes there, not to a pipe)."""
-    async with asyncio.timeout(deadline):
-        while text not in await asyncio.to_thread(proc.stderr.read_text):
-            if proc.proc.returncode is not None:
-                raise AssertionError(proc.stderr.read_text())
-            await asyncio.sleep(0.1)
-
-
 async def send_file_and_fetch_link(
     info: SimulatorInfo,
     payload: str,
@@ -304,19 +224,19 @@ async def stop_node(node: Proc, secret: str) -> None:
 
 
 async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
-    tmp_path: Path, start: Start
+    tmp_path: Path, start_streambot: Start
 ) -> None:
     """A user sends a file through POST /messages; the bot's reply carries a link `run` serves exactly.
 
     A second `run` with a bot of its own (POST /bots) shares the simulator and does the same.
     """
-    sim, info = await start_simulator(start, tmp_path, "--workers", "1")
+    sim, info = await start_simulator(start_streambot, tmp_path, "--workers", "1")
     info_file = str(tmp_path / "sim" / "info.json")
     port = free_port()
-    node = await start(
+    node = await start_streambot(
         "--env-file", str(run_env(tmp_path, info, "a", port)), "run", "--telegram", info_file
     )
-    await wait_stderr(node, "serving on")
+    await node.wait_stderr("serving on")
 
     payload = tmp_path / "movie one.mp4"
     payload.write_bytes(os.urandom(3 * (1 << 20) + 4321))  # crosses 1 MiB edges
@@ -328,8 +248,8 @@ async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
     assert status == 201
     port_b = free_port()
     env_b = run_env(tmp_path, info, "b", port_b, bot_token=own["token"])
-    node_b = await start("--env-file", str(env_b), "run", "--telegram", info_file)
-    await wait_stderr(node_b, "serving on")
+    node_b = await start_streambot("--env-file", str(env_b), "run", "--telegram", info_file)
+    await node_b.wait_stderr("serving on")
     await send_file_and_fetch_link(
         info, str(payload), payload.read_bytes(), user=515151, port=port_b, bot=own["bot"]
     )
@@ -345,7 +265,9 @@ async def test_run_on_the_wire_serves_a_link_made_by_sending_a_file(
     assert code == 0
 
 
-async def test_run_with_a_bad_info_file_says_so_and_exits_2(tmp_path: Path, start: Start) -> None:
+async def test_run_with_a_bad_info_file_says_so_and_exits_2(
+    tmp_path: Path, start_streambot: Start
+) -> None:
     bad = tmp_path / "info.json"
     bad.write_text('{"dcs": {"2": "127.0.0.1:1"}}')
     env = tmp_path / "x.env"
@@ -353,7 +275,7 @@ async def test_run_with_a_bad_info_file_says_so_and_exits_2(tmp_path: Path, star
         "API_ID=1\nAPI_HASH=" + "0" * 32 + "\nBOT_TOKEN=123456:" + "A" * 30 + "\n"
         "BIN_CHANNEL=-1001234567890\nBASE_URL=http://127.0.0.1:9\n"
     )
-    node = await start("--env-file", str(env), "run", "--telegram", str(bad))
+    node = await start_streambot("--env-file", str(env), "run", "--telegram", str(bad))
     async with asyncio.timeout(STARTUP_DEADLINE):
         assert await node.proc.wait() == 2
     err = node.stderr.read_text()
@@ -365,14 +287,16 @@ async def test_run_with_a_bad_info_file_says_so_and_exits_2(tmp_path: Path, star
 # ---------------------------------------------------------------------- demo --telegram wire
 
 
-async def test_demo_on_the_wire_serves_its_links_byte_exact(tmp_path: Path, start: Start) -> None:
+async def test_demo_on_the_wire_serves_its_links_byte_exact(
+    tmp_path: Path, start_streambot: Start
+) -> None:
     """Same links JSON as in-process; bytes exact across 1 MiB edges; chat via the control API."""
     links = tmp_path / "links.json"
     info_out = tmp_path / "sim-info.json"
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"over the wire\n")
     port = free_port()
-    demo = await start(
+    demo = await start_streambot(
         "demo",
         "--telegram",
         "wire",
