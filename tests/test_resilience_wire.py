@@ -31,6 +31,7 @@ from streambot.fleet import ClientState
 from streambot.sessionlock import SessionLock, SessionsLocked
 from streambot.simulator import SyntheticContent
 from streambot.simulator.wire.client import pointed_at
+from streambot.simulator.wire.faults import WireFault
 from streambot.simulator.wire.server import WireTelegram
 from streambot.simulator.world import World, build_world, world_settings
 from streambot.supervisor import Supervisor
@@ -125,7 +126,9 @@ async def test_rst_mid_download_with_one_client_is_byte_exact_without_a_long_pau
         content = SyntheticContent(64 * MIB, seed=131)
         _f, msg_id = wired.world.store(content, name="big.bin")
         app = await start_wire(wired)
-        wired.server.add_wire_fault("rst", bot=wired.world.main_bot.bot_id, dc=2, after=20)
+        wired.server.add_wire_fault(
+            WireFault.make("rst", bot=wired.world.main_bot.bot_id, dc=2, after=20)
+        )
         body = await download(app, app.dl_path(msg_id))
         assert body.status == 200
         assert body.size == content.size
@@ -145,7 +148,7 @@ async def test_black_hole_on_one_bot_continues_from_the_other(start_wire: StartW
         assert [fc.state for fc in fleet.clients] == [ClientState.HEALTHY] * 2
         # Every connection of the main bot on DC 2 goes silent from its 5th answer on.
         wired.server.add_wire_fault(
-            "blackhole", bot=wired.world.main_bot.bot_id, dc=2, after=4, count=None
+            WireFault.make("blackhole", bot=wired.world.main_bot.bot_id, dc=2, after=4, count=None)
         )
         body = await download(app, app.dl_path(msg_id))
         assert body.status == 200
@@ -507,7 +510,9 @@ async def test_a_bot_whose_connections_keep_dying_is_cooled_down(start_wire: Sta
         app = await start_wire(wired)
         main, worker = app.services.fleet.clients
         wired.server.add_wire_fault(
-            "rst", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=1, count=None
+            WireFault.make(
+                "rst", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=1, count=None
+            )
         )
         bodies = [await download(app, app.dl_path(msg_id)) for _ in range(4)]
         assert [b.digest for b in bodies] == [digest_of(content)] * 4
@@ -535,7 +540,9 @@ async def test_an_answer_for_an_abandoned_request_is_dropped_and_counted_once(
             media_connections=1,
         )
         wired.server.add_wire_fault(
-            "stall", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=4, seconds=2.5
+            WireFault.make(
+                "stall", bot=wired.world.main_bot.bot_id, dc=2, media=True, after=4, seconds=2.5
+            )
         )
         body = await download(app, app.dl_path(msg_id))
         assert body.status == 200

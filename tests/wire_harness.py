@@ -32,6 +32,7 @@ from pyrogram.enums import ParseMode
 from streambot.simulator import SimulatedTelegram, SyntheticContent
 from streambot.simulator.samples import SyntheticFile
 from streambot.simulator.wire.client import pointed_at
+from streambot.simulator.wire.faults import WireFault
 from streambot.simulator.wire.info import SimulatorInfo
 from streambot.simulator.wire.server import WireTelegram
 
@@ -123,7 +124,7 @@ class InLoopSim:
         return self.server.rsa_public_pem
 
     def add_wire_fault(self, kind: str, **kw: Any) -> None:
-        self.server.add_wire_fault(kind, **kw)
+        self.server.add_wire_fault(WireFault.make(kind, **kw))
 
     def add_rpc_fault(self, kind: str, *, count: int = 1, after: int = 0, **kw: Any) -> None:
         method = kw.pop("method", "upload.GetFile")

@@ -35,6 +35,7 @@ from streambot.simulator.telegram import (
     SimulatedTelegram,
     SimUser,
 )
+from streambot.simulator.wire.faults import WireFault
 from streambot.simulator.world import World
 from streambot.units import parse_size
 
@@ -77,17 +78,7 @@ class WireControls(Protocol):
         self, *, rtt_ms: float | None = None, bandwidth_mib_s: float | None = None
     ) -> None: ...
 
-    def add_wire_fault(
-        self,
-        kind: str,
-        *,
-        bot: int | None = None,
-        dc: int | None = None,
-        after: int = 0,
-        count: int | None = None,
-        seconds: float | None = None,
-        probability: float = 1.0,
-    ) -> None: ...
+    def add_wire_fault(self, fault: WireFault) -> None: ...
 
     def clear_wire_faults(self) -> None: ...
 
@@ -299,13 +290,15 @@ class Control:
         bot = self.telegram.bots[fault["bot"]] if fault["bot"] is not None else None
         if fault["kind"] in WIRE_KINDS:
             self.wire.add_wire_fault(
-                fault["kind"],
-                bot=fault["bot"],
-                dc=fault["dc"],
-                after=fault["after"],
-                count=fault["count"],
-                seconds=fault["seconds"],
-                probability=fault["probability"],
+                WireFault.make(
+                    fault["kind"],
+                    bot=fault["bot"],
+                    dc=fault["dc"],
+                    after=fault["after"],
+                    count=fault["count"],
+                    seconds=fault["seconds"],
+                    probability=fault["probability"],
+                )
             )
         else:
             self.telegram.inject(

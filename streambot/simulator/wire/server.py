@@ -217,33 +217,8 @@ class WireTelegram:
                 raise ValueError("bandwidth_mib_s must be >= 0 (0 = unlimited)")
             self.limits.bandwidth_mib_s = bandwidth_mib_s
 
-    def add_wire_fault(
-        self,
-        kind: str,
-        *,
-        bot: int | None = None,
-        dc: int | None = None,
-        after: int = 0,
-        count: int | None = 1,
-        seconds: float | None = None,
-        probability: float = 1.0,
-        media: bool | None = None,
-    ) -> None:
-        """Misbehave on matching connections; see :mod:`.faults` for when a fault fires.
-
-        ``kind``: rst | blackhole | stall | drip. ``media`` narrows to media (True) or main
-        (False) connections.
-        """
-        fault = WireFault.make(
-            kind,
-            bot=bot,
-            dc=dc,
-            after=after,
-            count=count,
-            seconds=seconds,
-            probability=probability,
-            media=media,
-        )
+    def add_wire_fault(self, fault: WireFault) -> None:
+        """Misbehave on matching connections; see :mod:`.faults` for when a fault fires."""
         self._faults.append(fault)
 
     def clear_wire_faults(self) -> None:
