@@ -257,11 +257,13 @@ class Proc:
                     raise AssertionError(self.stderr.read_text())
                 await asyncio.sleep(0.1)
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+    async def stop(
+        self, sig: signal.Signals = signal.SIGTERM, deadline: float = 20.0
+    ) -> tuple[int, str]:
         """Send ``sig``; return the exit status and the rest of stdout."""
         self.proc.send_signal(sig)
         assert self.proc.stdout is not None
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(deadline):
             rest = await self.proc.stdout.read()
             code = await self.proc.wait()
         return code, rest.decode()
@@ -289,39 +291,20 @@ async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int,
         return resp.status, await resp.json(content_type=None)
 
 
-class Demo:
-    """A running demo subprocess with helpers that wait on its output (never on the clock)."""
+class Demo(Proc):
+    """A running demo subprocess: a :class:`Proc` that also takes chat lines on stdin."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc = proc
-        self.stderr = stderr
-        self.lines: list[str] = []
-
-    async def read_until(self, predicate: str, deadline: float = 20.0) -> list[str]:
+    async def read_until(self, predicate: str, deadline: float = 20.0) -> list[str]:  # type: ignore[override]
         """Read stdout lines until one contains ``predicate``; returns the lines read so far."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(deadline):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    raise AssertionError(
-                        f"demo ended before {predicate!r}: {self.lines} {self.stderr.read_text()}"
-                    )
-                line = raw.decode().rstrip("\n")
-                self.lines.append(line)
-                if predicate in line:
-                    return self.lines
+        await super().read_until(predicate, deadline)
+        return self.lines
 
     async def say(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode() + b"\n")
         await self.proc.stdin.drain()
 
-    async def stop(self, sig: signal.Signals) -> tuple[int, str]:
-        """Send ``sig``; return the exit status and the rest of stdout."""
-        self.proc.send_signal(sig)
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(15):
-            rest = await self.proc.stdout.read()
-            status = await self.proc.wait()
-        return status, rest.decode()
+    async def stop(
+        self, sig: signal.Signals = signal.SIGTERM, deadline: float = 15.0
+    ) -> tuple[int, str]:
+        return await super().stop(sig, deadline)
