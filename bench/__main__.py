@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import report, scale, scenarios
 from bench.procs import REPO, BenchError, Server, demo_server, read_links, static_server
 
 BIG = "big.bin"  # the 1 GiB file: single-stream, TTFB, concurrency and leak figures
@@ -365,6 +365,11 @@ class Run:
             self.results["load_generators"]["concurrency cross-check"] = report.machine()["wrk"]
         self.results["concurrency"] = rows
 
+    def scale(self) -> None:
+        """Bots, processes and a big fleet over the wire (bench/scale.py)."""
+        plan = scale.QUICK_SCALE if self.plan.name == "quick" else scale.FULL_SCALE
+        self.results["scale"] = scale.scale_section(plan, self.workdir, self.say)
+
     def leak(self) -> None:
         plan = self.plan
         server, links = self.demo("leak", plan.leak_rtt_ms, self.default_prefetch)
@@ -387,7 +392,7 @@ class Run:
 
 
 SECTIONS = ("grid", "concurrency", "leak")
-EXTRA_SECTIONS = ("wire",)  # run with --telegram wire (or --only wire)
+EXTRA_SECTIONS = ("wire", "scale")  # run with --telegram wire (or --only NAME)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     sections = list(args.only or SECTIONS)
-    if args.telegram == "wire" and "wire" not in sections:
-        sections.append("wire")
+    if args.telegram == "wire":
+        sections += [s for s in EXTRA_SECTIONS if s not in sections]
     # 500 streams need 500 sockets on each side; children inherit the raised soft limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:

@@ -137,8 +137,10 @@ async def run_streams(
             await asyncio.wait_for(all_answered, timeout=60)
         started = sum(e.is_set() for e in answered)
         bytes_before, completed_before, t0 = tally.bytes, tally.completed, time.perf_counter()
+        wall0 = time.time()  # the window on the shared clock, for CPU sampled by the caller
         await asyncio.sleep(duration)
         window = time.perf_counter() - t0
+        wall1 = wall0 + window
         measured, completed = tally.bytes - bytes_before, tally.completed - completed_before
     finally:
         for task in tasks:
@@ -149,6 +151,7 @@ async def run_streams(
         "streams_started": started,
         "bytes": measured,
         "seconds": window,
+        "window_unix": [wall0, wall1],
         "ranges_completed": completed,
         "errors": tally.errors,
         "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},

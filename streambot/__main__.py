@@ -189,10 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     simulator.add_argument(
         "--workers",
         type=int,
-        choices=range(0, 33),
+        choices=range(0, 65),
         metavar="N",
         default=2,
-        help="worker bots besides the main bot (0-32; default: %(default)s)",
+        help="worker bots besides the main bot (0-64; default: %(default)s)",
     )
     simulator.add_argument(
         "--file-dc", type=int, choices=range(1, 6), metavar="N", help="DC the files live on (1-5)"

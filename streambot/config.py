@@ -411,7 +411,7 @@ class Settings:
         2.0,
         group="Fleet",
         example="2",
-        doc="Pause between worker logins (many logins at once invite FloodWait).",
+        doc="Pause before each worker bot's first login (many logins in a row invite FloodWait); a worker with a saved session starts without it.",
         check=_at_least(0),
     )
     supervisor_check_interval_seconds: float = _setting(
