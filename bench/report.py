@@ -211,6 +211,9 @@ def render(results: dict[str, Any]) -> str:
     wire = results.get("wire")
     if wire:
         out.extend(_wire_tables(wire))
+    scale = results.get("scale")
+    if scale:
+        out.extend(_scale_tables(scale))
     leak = results.get("leak")
     if leak:
         out.append(
@@ -293,6 +296,70 @@ def _wire_tables(wire: dict[str, Any]) -> list[str]:
                     for r in wire["cpu_per_gib"]
                 ],
             )
+        )
+    return out
+
+
+def _scale_tables(scale: dict[str, Any]) -> list[str]:
+    """bench/scale.py: bots x media connections, 2 processes against 1, the fleet's cost per bot."""
+    out = []
+    head = (
+        f"{scale['streams']} streams of {scale['range_mib']:g} MiB ranges at rtt "
+        f"{scale['rtt_ms']:g} ms over the wire, {scale['cpus']} cores"
+    )
+    rows = list(scale.get("bots", []))
+    procs = scale.get("processes")
+    if procs:
+        rows.append(procs["two_processes"])
+    out.append(
+        table(
+            f"Every core: {head} (CPU share: 100% = one core)",
+            ["procs", "bots", "conns", "MiB/s", "x 1 bot", "CPU s/GiB", "StreamBot", "simulator"],
+            [
+                [
+                    r["processes"],
+                    r["bots"],
+                    r.get("media_connections", 4),
+                    r["aggregate_mib_per_s"],
+                    r.get("ratio_vs_1_bot"),
+                    r["streambot_cpu_s_per_gib"],
+                    " + ".join(pct(c) for c in r["per_process_cpu_share"]),
+                    pct(r["simulator_cpu_share"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    if procs:
+        out.append(
+            f"2 processes (one port, one SQLite file) / 1 process with the same 4 bots: "
+            f"{procs['ratio_2_vs_1']}"
+        )
+    fleet = scale.get("fleet")
+    if fleet:
+        out.append(
+            table(
+                f"A big fleet: one process with {fleet['workers']} worker bots (idle)",
+                ["run", "stagger s", "ready s", "logins", "RSS MiB", "threads", "fds"],
+                [
+                    [
+                        f"{r['workers']} workers"
+                        + (", restart" if r["login_stagger_seconds"] else ""),
+                        r["login_stagger_seconds"],
+                        r["ready_seconds"],
+                        r["logins"],
+                        r["rss_mib"],
+                        r["threads"],
+                        r["fds"],
+                    ]
+                    for r in fleet["runs"]
+                ],
+            )
+        )
+        per = fleet["per_worker_bot"]
+        out.append(
+            f"Per worker bot: {per['rss_mib']} MiB RSS, {per['threads']} threads, "
+            f"{per['fds']} file descriptors, {per['fresh_login_seconds']} s per fresh login"
         )
     return out
 

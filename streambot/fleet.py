@@ -103,7 +103,7 @@ def _tighten_session(fc: FleetClient) -> None:
         tighten_all(Path(fc.client.workdir), f"{fc.client.name}.session*", announce=False)
 
 
-def _session_logged_in(path: Path) -> bool:
+def session_logged_in(path: Path) -> bool:
     """Whether pyrogram's session file at ``path`` holds a completed login (an auth key and a user).
 
     Read-only and never created: a missing or unreadable file (or one whose login never finished)
@@ -125,7 +125,7 @@ async def has_saved_login(fc: FleetClient) -> bool:
     if client.in_memory:
         return False
     path = Path(client.workdir) / f"{client.name}.session"
-    return await asyncio.to_thread(_session_logged_in, path)
+    return await asyncio.to_thread(session_logged_in, path)
 
 
 def session_name(token: str, *, is_main: bool) -> str:
