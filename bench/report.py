@@ -314,7 +314,17 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
     out.append(
         table(
             f"Every core: {head} (CPU share: 100% = one core)",
-            ["procs", "bots", "conns", "MiB/s", "x 1 bot", "CPU s/GiB", "StreamBot", "simulator"],
+            [
+                "procs",
+                "bots",
+                "conns",
+                "MiB/s",
+                "x 1 bot",
+                "CPU s/GiB",
+                "StreamBot",
+                "its event loop",
+                "simulator",
+            ],
             [
                 [
                     r["processes"],
@@ -324,6 +334,7 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
                     r.get("ratio_vs_1_bot"),
                     r["streambot_cpu_s_per_gib"],
                     " + ".join(pct(c) for c in r["per_process_cpu_share"]),
+                    " + ".join(pct(c) for c in r.get("event_loop_cpu_share", [])),
                     pct(r["simulator_cpu_share"]),
                 ]
                 for r in rows

@@ -248,12 +248,17 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
     def _sample(self) -> None:
-        row = []
+        # Per process: all its threads, then its main thread alone (the event loop's thread).
+        row: list[float] = []
         for s in self._servers:
             try:
+                proc = s.process
+                main = next((t for t in proc.threads() if t.id == proc.pid), None)
                 row.append(s.cpu_seconds())
+                row.append(main.user_time + main.system_time if main else 0.0)
             except (psutil.Error, OSError, BenchError):
-                row.append(self.samples[-1][len(row)] if self.samples else 0.0)
+                k = len(row)
+                row += self.samples[-1][k : k + 2] if self.samples else [0.0, 0.0]
         self.times.append(time.time())
         self.samples.append(row)
 
@@ -321,7 +326,8 @@ def saturate(
         raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
     r = json.loads(fin.stdout)
     t0, t1 = r["window_unix"]
-    cpu = [b - a for a, b in zip(sampler.at(t0), sampler.at(t1), strict=True)]
+    both = [b - a for a, b in zip(sampler.at(t0), sampler.at(t1), strict=True)]
+    cpu, loop = both[0::2], both[1::2]  # whole process; its main thread (the event loop)
     window = t1 - t0
     gib = r["bytes"] / GIB
     streambot_cpu = sum(cpu[:-1])
@@ -333,6 +339,12 @@ def saturate(
         # Share of one core: above 1.0 the process used more than one core.
         "streambot_cpu_share": round(streambot_cpu / window, 2),
         "per_process_cpu_share": [round(c / window, 2) for c in cpu[:-1]],
+        # The event loop's thread holds the GIL for TCP reads, framing, TL parsing and HTTP;
+        # the rest is mostly the per-connection decrypt threads (TgCrypto releases the GIL).
+        "event_loop_cpu_share": [round(c / window, 2) for c in loop[:-1]],
+        "other_threads_cpu_share": [
+            round((c - m) / window, 2) for c, m in zip(cpu[:-1], loop[:-1], strict=True)
+        ],
         "streambot_threads": threads,
         "simulator_cpu_share": round(cpu[-1] / window, 2),
         "simulator_cpu_s_per_gib": round(cpu[-1] / gib, 2) if gib else None,
@@ -404,8 +416,8 @@ class Scale:
             self.say(
                 f"scale: {bots} bot(s) x {connections} media connection(s): "
                 f"{r['aggregate_mib_per_s']} MiB/s, {r['streambot_cpu_s_per_gib']} CPU s/GiB, "
-                f"StreamBot {r['streambot_cpu_share']:.0%} of a core, "
-                f"simulator {r['simulator_cpu_share']:.0%}"
+                f"StreamBot {r['streambot_cpu_share']:.0%} of a core (event loop "
+                f"{r['event_loop_cpu_share'][0]:.0%}), simulator {r['simulator_cpu_share']:.0%}"
             )
         base = next((r for r in rows if r["bots"] == 1 and r["media_connections"] == 4), None)
         for r in rows:
