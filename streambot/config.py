@@ -126,6 +126,21 @@ def _cross_field_problems(
             "NODE_ROLE=web needs its own worker bots to download with, e.g. "
             "MULTI_TOKEN1=123456789:AAExampleExampleExampleExampleExam (a token no other node uses)"
         )
+    web = valid("node_role") and value("node_role") == "web"
+    # A web node on a database of its own would serve links the bot node revoked or banned, and
+    # count quotas nobody else sees; without the bot node's secret every link is refused.
+    if web and valid("database_url", "database_path"):
+        if not value("database_url") and not value("database_path"):
+            problems.append(
+                "NODE_ROLE=web must share the bot node's database: set DATABASE_URL (nodes on "
+                "several machines) or DATABASE_PATH (the bot node's SQLite file, same host), "
+                "e.g. DATABASE_PATH=/var/lib/streambot/shared/streambot.sqlite3"
+            )
+        elif not value("database_url") and valid("link_secret") and not value("link_secret"):
+            problems.append(
+                "NODE_ROLE=web needs the bot node's LINK_SECRET, or it refuses every link the "
+                "bot node made, e.g. LINK_SECRET=<the same 48 random characters on every node>"
+            )
     return problems
 
 
@@ -816,7 +831,7 @@ class Settings:
         "bot",
         group="Nodes",
         example="bot",
-        doc="bot: the one node that logs in with BOT_TOKEN and talks to users (it also serves downloads). web: serves downloads only, with its own MULTI_TOKEN workers; BOT_TOKEN is never used.",
+        doc="bot: the one node that logs in with BOT_TOKEN and talks to users (it also serves downloads). web: serves downloads only, with its own MULTI_TOKEN workers, the bot node's database (DATABASE_URL, or DATABASE_PATH on the same host) and LINK_SECRET; BOT_TOKEN is never used.",
         check=_node_role,
     )
     database_url: str = _setting(

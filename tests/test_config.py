@@ -172,12 +172,23 @@ def test_shared_database_needs_an_explicit_link_secret() -> None:
 
 
 def test_web_node_needs_workers_but_no_bot_token() -> None:
-    """NODE_ROLE=web: BOT_TOKEN may be absent, its own MULTI_TOKEN workers may not."""
+    """NODE_ROLE=web: BOT_TOKEN may be absent; its own workers, a shared database and secret may not."""
     without_bot = {k: v for k, v in VALID.items() if k != "BOT_TOKEN"}
-    (line,) = problems_for_env({**without_bot, "NODE_ROLE": "web"})
+    shared = {"DATABASE_PATH": "/srv/shared/streambot.sqlite3", "LINK_SECRET": "k" * 32}
+    (line,) = problems_for_env({**without_bot, "NODE_ROLE": "web", **shared})
     assert line.startswith("NODE_ROLE=web needs its own worker bots")
     worker = "123456789:AAExampleExampleExampleExampleExam"
-    assert problems_for_env({**without_bot, "NODE_ROLE": "web", "MULTI_TOKEN1": worker}) == []
+    web = {**without_bot, "NODE_ROLE": "web", "MULTI_TOKEN1": worker}
+    assert problems_for_env({**web, **shared}) == []
+    assert (
+        problems_for_env({**web, "DATABASE_URL": "postgresql://db/x", "LINK_SECRET": "k" * 32})
+        == []
+    )
+    # A web node must share the bot node's database (revocations, bans, quotas) and link secret.
+    (own_db,) = problems_for_env(web)
+    assert own_db.startswith("NODE_ROLE=web must share the bot node's database")
+    (no_secret,) = problems_for_env({**web, "DATABASE_PATH": shared["DATABASE_PATH"]})
+    assert no_secret.startswith("NODE_ROLE=web needs the bot node's LINK_SECRET")
     (role,) = problems_for(NODE_ROLE="both")
     assert role.startswith("NODE_ROLE must be bot or web")
 
