@@ -36,6 +36,7 @@ from streambot.catalog import Catalog
 from streambot.config import Settings, save_link_secret
 from streambot.fleet import ClientState, Fleet
 from streambot.guard import LinkGuard
+from streambot.heap import Heap, HeapTrimmer
 from streambot.media import MediaConfig, MediaPools
 from streambot.metrics import Metrics
 from streambot.notify import AdminNotifier
@@ -80,6 +81,7 @@ class Services:
     guard: LinkGuard
     notify: AdminNotifier
     memory: MemoryManager
+    heap: HeapTrimmer
     memlog: MemoryLog
     supervisor: Supervisor
     scheduler: CleanupScheduler
@@ -218,6 +220,16 @@ async def create_app(
         retry_after=settings.memory_retry_after_seconds,
         notify=notify,
     )
+    # Freed blocks the C allocator keeps after a burst go back once the streams have drained.
+    heap = HeapTrimmer(
+        Heap(),
+        quiet=settings.heap_trim_quiet_seconds,
+        active_streams=lambda: len(registry),
+        wait_idle=registry.wait_idle,
+        span=memlog.task,
+        on_trim=metrics.count_heap_trim,
+    )
+    metrics.track_heap(heap.heap.figures)
     supervisor = Supervisor(
         fleet,
         channel_id=settings.bin_channel,
@@ -258,6 +270,7 @@ async def create_app(
         active_streams=lambda: len(registry),
         caches=caches.rows,
         jobs=scheduler.jobs,
+        last_trim=lambda: heap.last,
     )
     services = Services(
         settings=settings,
@@ -289,6 +302,7 @@ async def create_app(
         guard=guard,
         notify=notify,
         memory=memory,
+        heap=heap,
         memlog=memlog,
         supervisor=supervisor,
         scheduler=scheduler,
@@ -528,9 +542,12 @@ async def _bandwidth_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
+    registry = services.registry
+    services.heap.start(seen=lambda: registry.completed)
     try:
         yield
     finally:
+        await services.heap.close()
         await services.registry.cancel_all()
         await services.catalog.close()
         await services.media.close()

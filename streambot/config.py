@@ -724,6 +724,13 @@ class Settings:
         doc="A garbage collection runs when RSS passes this (at most every 5 min); 0 = off.",
         check=_at_least(0),
     )
+    heap_trim_quiet_seconds: float = _setting(
+        5.0,
+        group="Memory",
+        example="5",
+        doc="Once the last stream has ended and none started for this long, freed memory the C allocator still holds goes back to the system (malloc_trim; glibc only); 0 = off.",
+        check=_between(0, 3600),
+    )
     memory_log_keep_days: int = _setting(
         7,
         group="Memory",

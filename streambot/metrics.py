@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from streambot.heap import HeapFigures, TrimResult
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -46,9 +49,40 @@ class Metrics:
             registry=self.registry,
         )
         self.asyncio_tasks.set_function(_unfinished_tasks)
+        self.heap_trims = Counter(
+            "streambot_heap_trims",
+            "malloc_trim calls made after the streams drained (HEAP_TRIM_QUIET_SECONDS).",
+            registry=self.registry,
+        )
+        self.heap_trim_freed = Counter(
+            "streambot_heap_trim_freed_bytes",
+            "Resident memory those trims gave back to the system.",
+            registry=self.registry,
+        )
+        # The C allocator's own account (glibc mallinfo2), read when /metrics is scraped; absent
+        # elsewhere. "free" is memory freed by the program that the allocator still holds.
+        self.heap_bytes = Gauge(
+            "streambot_heap_bytes",
+            "C heap bytes by state: in_use, free (held by the allocator), mmapped.",
+            ["state"],
+            registry=self.registry,
+        )
 
     def track_active_streams(self, count: Callable[[], int]) -> None:
         self.active_streams.set_function(lambda: float(count()))
+
+    def track_heap(self, figures: Callable[[], HeapFigures | None]) -> None:
+        """Export the allocator's figures (nothing where the C library has no mallinfo2)."""
+        if figures() is None:
+            return
+        for state in ("in_use", "free", "mmapped"):
+            self.heap_bytes.labels(state=state).set_function(
+                functools.partial(_heap, figures, state)
+            )
+
+    def count_heap_trim(self, result: TrimResult) -> None:
+        self.heap_trims.inc()
+        self.heap_trim_freed.inc(result.freed)
 
     def count_request(self, method: str, client: str) -> None:
         self.telegram_requests.labels(method=method, client=client).inc()
@@ -65,3 +99,7 @@ def _unfinished_tasks() -> float:
         return float(len(asyncio.all_tasks()))
     except RuntimeError:  # rendered outside a running loop: there is no loop to count
         return 0.0
+
+
+def _heap(figures: Callable[[], HeapFigures | None], state: str) -> float:
+    return float(getattr(figures(), state, 0))

@@ -19,6 +19,7 @@ import pytest
 
 from routes.errors import refusal_for
 from streambot.errors import ServiceBusy
+from streambot.heap import TrimResult
 from utils.memory_manager import (
     GC_MIN_INTERVAL,
     MIB,
@@ -326,6 +327,16 @@ class TestReportFormat:
             "  1234 objects, 3.1 MB freed, 12 ms",
         ):
             assert expected in text, expected
+
+    def test_the_last_heap_trim_is_shown_when_there_was_one(self) -> None:
+        """After the streams drained, the trim's give-back reads like the GC's."""
+        assert "heap trim" not in format_report(report_data())
+        at = datetime(2025, 11, 16, 8, 29, 0).timestamp()
+        trim = TrimResult(at, True, 150 * MIB, int(102.5 * MIB), 0.004)
+        lines = format_report(report_data(last_trim=trim)).splitlines()
+        i = next(i for i, line in enumerate(lines) if line.startswith("Last heap trim 08:29:00"))
+        assert lines[i + 1] == "  47.5 MB given back, 4 ms"
+        assert max(len(line) for line in lines) <= 36
 
     def test_shedding_and_missing_pieces(self) -> None:
         """Shedding is shown on the first line; no GC yet and no logger filter read plainly."""

@@ -34,6 +34,7 @@ import psutil
 
 from streambot.admission import Admitted
 from streambot.errors import ServiceBusy
+from streambot.heap import TrimResult
 from streambot.notify import Notify
 from streambot.units import MIB
 
@@ -352,6 +353,7 @@ class MemoryManager:
             caches=list(sources.caches()),
             jobs=list(sources.jobs()),
             last_gc=self.last_gc,
+            last_trim=sources.last_trim(),
             now=datetime.fromtimestamp(self._wall()),
         )
         return format_report(data)
@@ -393,6 +395,7 @@ class ReportSources:
     # (label, entries, limit) of each bounded in-memory cache, e.g. ("File info", 12, 1024).
     caches: Callable[[], Sequence[CacheRow]] = lambda: ()
     jobs: Callable[[], Sequence[JobRow]] = lambda: ()
+    last_trim: Callable[[], TrimResult | None] = lambda: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +418,7 @@ class ReportData:
     limit_set: bool = True  # False: MEMORY_LIMIT_MB=0, the limit is the machine's RAM
     warning_percent: float = 80.0
     critical_percent: float = 95.0
+    last_trim: TrimResult | None = None  # the heap trim after the streams last drained
 
 
 def _mb(n: float) -> str:
@@ -511,5 +515,10 @@ def format_report(data: ReportData) -> str:
             f"  {gc_result.collected} objects, {_mb(gc_result.freed)} freed, "
             f"{gc_result.duration * 1000:.0f} ms"
         )
+    trim = data.last_trim
+    if trim is not None:
+        at = datetime.fromtimestamp(trim.at)
+        lines.append(f"Last heap trim {at:%H:%M:%S} {zone}")
+        lines.append(f"  {_mb(trim.freed)} given back, {trim.duration * 1000:.0f} ms")
     # Plain text: the bot shows it monospace (a "pre" entity) so the columns stay aligned.
     return "\n".join(lines)
