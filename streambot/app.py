@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -126,6 +127,10 @@ async def create_app(
         middlewares=[client_address.middleware(trusted, settings.forwarded_header)],
     )
     bot_node = settings.node_role == "bot"
+    # Before the fleet starts its decryption threads: arenas are handed out as threads first
+    # allocate (see streambot/heap.py for what this saves).
+    allocator = Heap()
+    allocator.limit_arenas(settings.heap_arenas, os.environ)
     fleet = Fleet.build(
         api_id=settings.api_id,
         api_hash=settings.api_hash,
@@ -222,7 +227,7 @@ async def create_app(
     )
     # Freed blocks the C allocator keeps after a burst go back once the streams have drained.
     heap = HeapTrimmer(
-        Heap(),
+        allocator,
         quiet=settings.heap_trim_quiet_seconds,
         active_streams=lambda: len(registry),
         wait_idle=registry.wait_idle,

@@ -731,6 +731,13 @@ class Settings:
         doc="Once the last stream has ended and none started for this long, freed memory the C allocator still holds goes back to the system (malloc_trim; glibc only); 0 = off.",
         check=_between(0, 3600),
     )
+    heap_arenas: int = _setting(
+        2,
+        group="Memory",
+        example="2",
+        doc="Most C allocator arenas (glibc M_ARENA_MAX; one per thread by default, each keeping its own freed blocks); 0 = glibc's default. MALLOC_ARENA_MAX in the environment wins.",
+        check=_between(0, 64),
+    )
     memory_log_keep_days: int = _setting(
         7,
         group="Memory",

@@ -16,6 +16,13 @@ just be faulted in again), at most once per quiet period. The call walks every a
 and takes milliseconds on a large heap, so it runs in a worker thread (ctypes releases the GIL), not
 on the event loop.
 
+The arenas themselves multiply what is held: glibc allows eight per core and gives each new thread
+one, and every arena keeps its own free blocks. :meth:`Heap.limit_arenas` caps them
+(``mallopt(M_ARENA_MAX)``, as the ``MALLOC_ARENA_MAX`` variable would) at start-up; the threads then
+share them. Measured over the wire, 100 streams: peak RSS 302 -> 264 MiB with two arenas, at the
+same throughput (almost every allocation is made holding the GIL anyway, so the arena locks are
+hardly contended).
+
 Off glibc (musl, macOS) the functions are missing: every call here is then a no-op and the figures
 are ``None``.
 """
@@ -27,7 +34,7 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -131,6 +138,13 @@ class Heap:
         after the call are limited, so call it at start-up, before threads allocate."""
         m_arena_max = -8  # <malloc.h>
         return bool(self._mallopt(m_arena_max, arenas)) if self._mallopt is not None else False
+
+    def limit_arenas(self, arenas: int, environ: Mapping[str, str]) -> bool:
+        """Cap the arenas at ``arenas`` (0: glibc's own default) unless the operator set
+        ``MALLOC_ARENA_MAX`` (or glibc tunables) themselves, which then win. True if capped."""
+        if arenas <= 0 or "MALLOC_ARENA_MAX" in environ or "GLIBC_TUNABLES" in environ:
+            return False
+        return self.set_arena_max(arenas)
 
 
 class HeapTrimmer:

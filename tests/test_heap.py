@@ -142,3 +142,13 @@ def test_the_allocator_figures_and_the_metrics_agree_on_what_exists() -> None:
         assert f'streambot_heap_bytes{{state="{state}"}}' in text
     assert "streambot_heap_trims_total 1.0" in text
     assert "streambot_heap_trim_freed_bytes_total 6.291456e+06" in text
+
+
+def test_the_arena_cap_yields_to_the_operators_own_setting() -> None:
+    heap = Heap()
+    assert not heap.limit_arenas(0, {})  # 0: glibc's default, nothing called
+    assert not heap.limit_arenas(2, {"MALLOC_ARENA_MAX": "4"})
+    assert not heap.limit_arenas(2, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
+    assert not Heap("libno-such-c-library.so.42").limit_arenas(2, {})
+    if heap.figures() is not None:  # glibc: mallopt takes it
+        assert heap.limit_arenas(2, {})
