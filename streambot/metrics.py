@@ -59,6 +59,11 @@ class Metrics:
             "Resident memory those trims gave back to the system.",
             registry=self.registry,
         )
+        self.heap_trim_seconds = Counter(
+            "streambot_heap_trim_seconds",
+            "Time those trims took, in their worker thread (the event loop runs on meanwhile).",
+            registry=self.registry,
+        )
         # The C allocator's own account (glibc mallinfo2), read when /metrics is scraped; absent
         # elsewhere. "free" is memory freed by the program that the allocator still holds.
         self.heap_bytes = Gauge(
@@ -83,6 +88,7 @@ class Metrics:
     def count_heap_trim(self, result: TrimResult) -> None:
         self.heap_trims.inc()
         self.heap_trim_freed.inc(result.freed)
+        self.heap_trim_seconds.inc(result.duration)
 
     def count_request(self, method: str, client: str) -> None:
         self.telegram_requests.labels(method=method, client=client).inc()

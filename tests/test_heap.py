@@ -142,6 +142,7 @@ def test_the_allocator_figures_and_the_metrics_agree_on_what_exists() -> None:
         assert f'streambot_heap_bytes{{state="{state}"}}' in text
     assert "streambot_heap_trims_total 1.0" in text
     assert "streambot_heap_trim_freed_bytes_total 6.291456e+06" in text
+    assert "streambot_heap_trim_seconds_total 0.001" in text
 
 
 def test_the_arena_cap_yields_to_the_operators_own_setting() -> None:
