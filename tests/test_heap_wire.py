@@ -101,6 +101,10 @@ async def test_rss_comes_back_after_parallel_streams_over_the_wire(
         await _trims_reach(http, base, 2)
         after = process.memory_info().rss
         freed = await _metric(http, base, "streambot_heap_trim_freed_bytes_total")
+    # Shown with -s: the figures behind the verdict.
+    print(
+        f"RSS before {before / MIB:.1f} MiB, after {after / MIB:.1f}, trims gave {freed / MIB:.1f}"
+    )
     assert after - before <= BACK_WITHIN, (
         f"RSS {before / MIB:.1f} MiB before the burst, {after / MIB:.1f} MiB after its trim "
         f"(trims gave back {freed / MIB:.1f} MiB)"
