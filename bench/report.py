@@ -323,6 +323,7 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
                 "CPU s/GiB",
                 "StreamBot",
                 "its event loop",
+                "loop waited",
                 "simulator",
             ],
             [
@@ -335,6 +336,7 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
                     r["streambot_cpu_s_per_gib"],
                     " + ".join(pct(c) for c in r["per_process_cpu_share"]),
                     " + ".join(pct(c) for c in r.get("event_loop_cpu_share", [])),
+                    " + ".join(pct(c) for c in r.get("event_loop_waited_share", [])),
                     pct(r["simulator_cpu_share"]),
                 ]
                 for r in rows

@@ -299,6 +299,7 @@ def saturate(
     """
     servers = [n.server for n in nodes] + [telegram.server]
     ramp = max(0.2, plan.streams / 200)
+    waited0 = [n.server.cpu_wait_seconds() for n in nodes]
     with CpuSampler(servers).running() as sampler:
         fin = run_measured(
             [
@@ -322,6 +323,7 @@ def saturate(
             env=python_env(),
         )
         threads = [n.server.process.num_threads() for n in nodes]
+    waited = [n.server.cpu_wait_seconds() - w for n, w in zip(nodes, waited0, strict=True)]
     if fin.returncode != 0:
         raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
     r = json.loads(fin.stdout)
@@ -346,6 +348,9 @@ def saturate(
             round((c - m) / window, 2) for c, m in zip(cpu[:-1], loop[:-1], strict=True)
         ],
         "streambot_threads": threads,
+        # Share of the run the event loop was ready but had no CPU (a busy machine): high values
+        # mean the MiB/s understate the server; CPU s/GiB hardly depends on it.
+        "event_loop_waited_share": [round(w / fin.wall, 2) for w in waited],
         "simulator_cpu_share": round(cpu[-1] / window, 2),
         "simulator_cpu_s_per_gib": round(cpu[-1] / gib, 2) if gib else None,
         "client_cpu_share": round(fin.cpu_share, 2),
