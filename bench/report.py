@@ -324,6 +324,8 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
                 "StreamBot",
                 "its event loop",
                 "loop waited",
+                "busy threads",
+                "busiest",
                 "simulator",
             ],
             [
@@ -337,6 +339,8 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
                     " + ".join(pct(c) for c in r["per_process_cpu_share"]),
                     " + ".join(pct(c) for c in r.get("event_loop_cpu_share", [])),
                     " + ".join(pct(c) for c in r.get("event_loop_waited_share", [])),
+                    " + ".join(str(c) for c in r.get("busy_other_threads", [])),
+                    " + ".join(pct(c) for c in r.get("busiest_other_thread_share", [])),
                     pct(r["simulator_cpu_share"]),
                 ]
                 for r in rows

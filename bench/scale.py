@@ -290,6 +290,23 @@ class CpuSampler:
         return [a + (b - a) * w for a, b in zip(self.samples[i - 1], self.samples[i], strict=True)]
 
 
+def _thread_times(server: Server) -> dict[int, float]:
+    return {t.id: t.user_time + t.system_time for t in server.process.threads()}
+
+
+def _busy_threads(server: Server, before: dict[int, float], wall: float) -> tuple[int, float]:
+    """Threads other than the main one that used over 5% of a core since ``before``, and the
+    busiest one's share."""
+    pid = server.process.pid
+    shares = [
+        (cpu - before.get(tid, 0.0)) / wall
+        for tid, cpu in _thread_times(server).items()
+        if tid != pid and wall > 0
+    ]
+    busy = [x for x in shares if x > 0.05]
+    return len(busy), round(max(shares, default=0.0), 2)
+
+
 def saturate(
     url: str, nodes: Sequence[Node], telegram: Telegram, plan: ScalePlan
 ) -> dict[str, Any]:
@@ -300,6 +317,8 @@ def saturate(
     servers = [n.server for n in nodes] + [telegram.server]
     ramp = max(0.2, plan.streams / 200)
     waited0 = [n.server.cpu_wait_seconds() for n in nodes]
+    threads0 = [_thread_times(n.server) for n in nodes]
+    t_threads = time.monotonic()
     with CpuSampler(servers).running() as sampler:
         fin = run_measured(
             [
@@ -323,6 +342,10 @@ def saturate(
             env=python_env(),
         )
         threads = [n.server.process.num_threads() for n in nodes]
+        spread = [
+            _busy_threads(n.server, before, time.monotonic() - t_threads)
+            for n, before in zip(nodes, threads0, strict=True)
+        ]
     waited = [n.server.cpu_wait_seconds() - w for n, w in zip(nodes, waited0, strict=True)]
     if fin.returncode != 0:
         raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
@@ -348,6 +371,10 @@ def saturate(
             round((c - m) / window, 2) for c, m in zip(cpu[:-1], loop[:-1], strict=True)
         ],
         "streambot_threads": threads,
+        # Over the whole load run, besides the main thread: how many threads did real work
+        # (over 5% of a core) and the busiest one's share (a decrypt thread at 100% is a cap).
+        "busy_other_threads": [b[0] for b in spread],
+        "busiest_other_thread_share": [b[1] for b in spread],
         # Share of the run the event loop was ready but had no CPU (a busy machine): high values
         # mean the MiB/s understate the server; CPU s/GiB hardly depends on it.
         "event_loop_waited_share": [round(w / fin.wall, 2) for w in waited],
@@ -422,7 +449,9 @@ class Scale:
                 f"scale: {bots} bot(s) x {connections} media connection(s): "
                 f"{r['aggregate_mib_per_s']} MiB/s, {r['streambot_cpu_s_per_gib']} CPU s/GiB, "
                 f"StreamBot {r['streambot_cpu_share']:.0%} of a core (event loop "
-                f"{r['event_loop_cpu_share'][0]:.0%}), simulator {r['simulator_cpu_share']:.0%}"
+                f"{r['event_loop_cpu_share'][0]:.0%}, {r['busy_other_threads'][0]} busy threads "
+                f"besides, the busiest {r['busiest_other_thread_share'][0]:.0%}), "
+                f"simulator {r['simulator_cpu_share']:.0%}"
             )
         base = next((r for r in rows if r["bots"] == 1 and r["media_connections"] == 4), None)
         for r in rows:
