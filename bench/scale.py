@@ -295,7 +295,7 @@ def _thread_times(server: Server) -> dict[int, float]:
 
 
 def _busy_threads(server: Server, before: dict[int, float], wall: float) -> tuple[int, float]:
-    """Threads other than the main one that used over 5% of a core since ``before``, and the
+    """Threads other than the main one that used over 1% of a core since ``before``, and the
     busiest one's share."""
     pid = server.process.pid
     shares = [
@@ -303,7 +303,7 @@ def _busy_threads(server: Server, before: dict[int, float], wall: float) -> tupl
         for tid, cpu in _thread_times(server).items()
         if tid != pid and wall > 0
     ]
-    busy = [x for x in shares if x > 0.05]
+    busy = [x for x in shares if x > 0.01]
     return len(busy), round(max(shares, default=0.0), 2)
 
 
@@ -372,7 +372,7 @@ def saturate(
         ],
         "streambot_threads": threads,
         # Over the whole load run, besides the main thread: how many threads did real work
-        # (over 5% of a core) and the busiest one's share (a decrypt thread at 100% is a cap).
+        # (over 1% of a core) and the busiest one's share (a decrypt thread at 100% is a cap).
         "busy_other_threads": [b[0] for b in spread],
         "busiest_other_thread_share": [b[1] for b in spread],
         # Share of the run the event loop was ready but had no CPU (a busy machine): high values
