@@ -349,8 +349,8 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
     )
     if procs:
         out.append(
-            f"2 processes (one port, one SQLite file) / 1 process with the same 4 bots: "
-            f"{procs['ratio_2_vs_1']}"
+            f"2 processes (one port, one SQLite file) / 1 process with the same "
+            f"{procs['two_processes']['bots']} bots: {procs['ratio_2_vs_1']}"
         )
     fleet = scale.get("fleet")
     if fleet:
