@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report, scale, scenarios
+from bench import report, scale, scenarios, wire
 from bench.procs import REPO, BenchError, Server, demo_server, read_links, static_server
+from bench.wire import WirePlan
 
 BIG = "big.bin"  # the 1 GiB file: single-stream, TTFB, concurrency and leak figures
 CEILING = "ceiling.bin"  # the file compared with aiohttp's FileResponse
@@ -54,7 +55,7 @@ class Plan:
     abort_warmup: int = 1000
     abort_concurrency: int = 50
     leak_rtt_ms: float = 20
-    wire_rtts_ms: tuple[float, ...] = (0, 50)  # --telegram wire: wire next to in-process
+    wire: WirePlan = WirePlan()  # --telegram wire: every figure on the wire and in-process
 
 
 FULL = Plan("full")
@@ -77,7 +78,24 @@ QUICK = Plan(
     abort_batches=3,
     abort_warmup=50,
     abort_concurrency=20,
-    wire_rtts_ms=(0, 20),
+    wire=WirePlan(
+        cpu_bytes=64 * MIB,
+        cpu_repeats=1,
+        ttfb_rtt_ms=20,
+        ttfb_repeats=2,
+        hangups=10,
+        rtts_ms=(20,),
+        prefetches=(1,),
+        stream_seconds=0.3,
+        stream_repeats=1,
+        probe_bytes=2 * MIB,
+        concurrency=(1, 10),
+        concurrency_rtt_ms=20,
+        concurrency_seconds=1.0,
+        concurrency_range_bytes=2 * MIB,
+        rss_after_s=(1,),
+        rss_after_last_s=(1, 3),
+    ),
 )
 
 
@@ -249,85 +267,17 @@ class Run:
         }
 
     def wire(self) -> None:
-        """Single stream, cold/warm TTFB and CPU/GiB with Telegram on the wire, next to in-process.
-
-        Both demos run side by side at the default prefetch and their downloads are interleaved,
-        as in the grid. On the wire the simulator is a child process of the demo: the StreamBot
-        figure is the demo process alone (TCP, MTProto decryption, framing, TL parsing included);
-        the simulator's own CPU (encryption, its world) is reported beside it.
-        """
-        plan = self.plan
-        p = self.default_prefetch
-        modes = ("inproc", "wire")
-        single: list[dict[str, Any]] = []
-        ttfb: list[dict[str, Any]] = []
-        cpu: list[dict[str, Any]] = []
-        for rtt in plan.wire_rtts_ms:
-            with contextlib.ExitStack() as stack:
-                started = {m: self.demo(f"{m}-rtt{rtt:g}", rtt, p, telegram=m) for m in modes}
-                for server, _ in started.values():
-                    stack.callback(server.stop)
-                    server.launch()
-                for server, _ in started.values():
-                    server.wait_ready()
-                urls = {m: (server, read_links(links)) for m, (server, links) in started.items()}
-                for m, (_, u) in urls.items():
-                    t = scenarios.time_to_first_byte(
-                        self.fetcher, u[BIG], plan.big_bytes, repeats=plan.ttfb_repeats
-                    )
-                    t.update(rtt_ms=rtt, prefetch=p, telegram=m, file_gib=plan.big_bytes / GIB)
-                    ttfb.append(t)
-                    self.say(
-                        f"{m} TTFB rtt {rtt:g} ms: cold {t['cold_ms']} ms, "
-                        f"warm {t['warm_ms_median']} ms"
-                    )
-                lengths = {
-                    m: scenarios.stream_length(
-                        self.fetcher,
-                        u[BIG],
-                        plan.big_bytes,
-                        seconds=plan.stream_seconds,
-                        probe_bytes=plan.probe_bytes,
-                    )
-                    for m, (_, u) in urls.items()
-                }
-                samples: dict[str, list[scenarios.StreamSample]] = {m: [] for m in modes}
-                for _ in range(plan.stream_repeats):
-                    for m, (server, u) in urls.items():
-                        samples[m].append(
-                            scenarios.stream_sample(self.fetcher, server, u[BIG], lengths[m])
-                        )
-                for m in modes:
-                    r = scenarios.summarize(lengths[m], samples[m])
-                    r.update(rtt_ms=rtt, prefetch=p, telegram=m)
-                    single.append(r)
-                    self.say(f"{m} one stream, rtt {rtt:g} ms: {r['mib_per_s']} MiB/s")
-                if rtt == 0:
-                    for m, (server, u) in urls.items():
-                        sim0 = server.children_cpu_seconds()
-                        r = scenarios.cpu_per_gib(
-                            self.fetcher,
-                            server,
-                            u[CEILING],
-                            plan.ceiling_bytes,
-                            repeats=plan.ceiling_repeats,
-                        )
-                        sim = server.children_cpu_seconds() - sim0
-                        r["telegram"] = m
-                        # The simulator's process (wire only): Telegram's side of the bill.
-                        r["simulator_cpu_s_per_gib"] = (
-                            round(sim / (r["bytes"] / GIB), 3) if m == "wire" else None
-                        )
-                        cpu.append(r)
-                        self.say(f"{m} CPU/GiB: {r['cpu_s_per_gib']} s ({r['mib_per_s']} MiB/s)")
-        self.results["wire"] = {
-            "file_gib": plan.big_bytes / GIB,
-            "ceiling_mib": plan.ceiling_bytes / MIB,
-            "ceiling_repeats": plan.ceiling_repeats,
-            "single_stream": single,
-            "ttfb": ttfb,
-            "cpu_per_gib": cpu,
-        }
+        """Issue 14's figures with Telegram on the wire, in-process beside them: bench/wire.py."""
+        self.results["wire"] = wire.WireSection(
+            self.plan.wire,
+            workdir=self.workdir,
+            fetcher=self.fetcher,
+            big=BIG,
+            big_bytes=self.plan.big_bytes,
+            synthetic=self.synthetic,
+            default_prefetch=self.default_prefetch,
+            say=self.say,
+        ).run()
 
     def concurrency(self) -> None:
         plan = self.plan
@@ -411,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         "--telegram",
         choices=("inproc", "wire"),
         default="inproc",
-        help="wire: also measure single stream, TTFB and CPU/GiB with the simulator in its own "
-        "process over MTProto on loopback, next to in-process",
+        help="wire: also run the wire section (bench/wire.py): CPU/GiB against the MTProto "
+        "floor, one stream per prefetch and RTT, concurrent streams, TTFB (home and foreign DC), "
+        "GetFile per hang-up, with the simulator in its own process over MTProto on loopback, "
+        "in-process beside each",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL

@@ -5,6 +5,8 @@ downloads running (each stream starts the next range when one ends) and counts t
 arrive in a D-second window that opens once every stream has its first answer, so the figure is
 steady state, not ramp-up. ``python -m bench.loadclient abort URL --count C --concurrency K`` makes
 C downloads that the client abandons: before the answer, after the first body bytes, or after 2 MiB.
+``hangup URL --count C --read-bytes B`` is C viewers, one after another, who each ask for the
+rest of the file from a block boundary, read B body bytes and close (a player probing a file).
 ``get URL --start A --end B`` times one range download (used only when curl is missing). Each
 prints one JSON object. Raw asyncio streams with minimal HTTP/1.1 keep the client's own CPU per
 byte low; its CPU share is measured from outside by the parent.
@@ -234,6 +236,43 @@ async def run_aborts(target: Target, count: int, concurrency: int) -> dict[str, 
     }
 
 
+async def run_hangups(
+    target: Target, count: int, read_bytes: int, block_bytes: int
+) -> dict[str, object]:
+    """Viewers one at a time: each asks for the rest of the file from a block boundary, reads
+    ``read_bytes`` of body and closes, as in the streamer's read-ahead test."""
+    tally = Tally()
+    rng = random.Random(13)
+    blocks = max(1, (target.size - 4 * read_bytes) // block_bytes)
+    started = time.perf_counter()
+    for _ in range(count):
+        start = rng.randrange(0, blocks) * block_bytes
+        try:
+            reader, writer = await asyncio.open_connection(target.host, target.port)
+        except OSError:
+            tally.errors += 1
+            continue
+        try:
+            writer.write(target.request(start, target.size - 1))
+            status, _length = await read_head(reader)
+            tally.statuses[status] += 1
+            tally.bytes += len(await reader.readexactly(read_bytes))
+            tally.completed += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadAnswer):
+            tally.errors += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return {
+        "viewers": tally.completed,
+        "seconds": time.perf_counter() - started,
+        "body_bytes": tally.bytes,
+        "errors": tally.errors,
+        "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loadclient", description=__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -249,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--size", type=int, required=True)
     a.add_argument("--count", type=int, required=True)
     a.add_argument("--concurrency", type=int, default=50)
+    h = sub.add_parser("hangup")
+    h.add_argument("url")
+    h.add_argument("--size", type=int, required=True)
+    h.add_argument("--count", type=int, required=True)
+    h.add_argument("--read-bytes", type=int, default=1024 * 1024)
+    h.add_argument("--block-bytes", type=int, default=1024 * 1024)
     g = sub.add_parser("get")
     g.add_argument("url")
     g.add_argument("--start", type=int, required=True)
@@ -261,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(
             run_streams(target, args.streams, args.range_bytes, args.duration, args.ramp)
         )
+    elif args.mode == "hangup":
+        result = asyncio.run(run_hangups(target, args.count, args.read_bytes, args.block_bytes))
     else:
         result = asyncio.run(run_aborts(target, args.count, args.concurrency))
     json.dump(result, sys.stdout)

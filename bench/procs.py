@@ -239,11 +239,13 @@ def demo_server(
     settings: Mapping[str, str],
     synthetic: Sequence[str],
     telegram: str = "inproc",
+    file_dc: int | None = None,
 ) -> tuple[Server, Path]:
     """The real application in demo mode; returns the server and where it writes its links.
 
     ``telegram="wire"`` runs the demo against a simulator child process over MTProto on loopback,
     so the server's figures include pyrogram's whole network stack (decryption included).
+    ``file_dc`` stores the files on that DC instead of the bots' home DC.
     """
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -272,6 +274,8 @@ def demo_server(
     ]
     for spec in synthetic:
         cmd += ["--synthetic", spec]
+    if file_dc is not None:
+        cmd += ["--file-dc", str(file_dc)]
     env = python_env(
         {
             # Access logs off for both servers compared; warnings still reach the log.

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+MIB = 1 << 20
+
 
 def _first_line(cmd: Sequence[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
@@ -254,46 +256,172 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _wire_tables(wire: dict[str, Any]) -> list[str]:
-    """The in-process vs wire comparison (``--telegram wire``)."""
-    ttfb = {(r["rtt_ms"], r["telegram"]): r for r in wire["ttfb"]}
-    rows = []
-    for r in wire["single_stream"]:
-        t = ttfb.get((r["rtt_ms"], r["telegram"]), {})
-        rows.append(
-            [
-                r["rtt_ms"],
-                r["telegram"],
-                r["prefetch"],
-                r["mib_per_s"],
-                pct(r["server_cpu_share"]),
-                pct(r["server_cpu_wait_share"]),
-                t.get("cold_ms"),
-                t.get("warm_ms_median"),
-            ]
-        )
-    out = [
+    """The wire section (``--telegram wire``): each figure on the wire, in-process beside it."""
+    out = []
+    floor = wire["floor"]
+    cpu = wire["cpu_per_gib"]
+    out.append(
         table(
-            f"Telegram in-process vs on the wire: one stream ({wire['file_gib']:g} GiB file) and "
-            "time to first byte of a 1 MiB mid-file range",
-            ["rtt ms", "telegram", "prefetch", "MiB/s", "server", "waited", "cold ms", "warm ms"],
-            rows,
+            f"CPU seconds per GiB, on the wire vs in-process (rtt 0, {cpu['bytes'] / MIB:g} MiB "
+            f"x{cpu['repeats']}); floor = TgCrypto AES-256-IGE {floor['aes_ige_s_per_gib']} + "
+            f"SHA-256 {floor['sha256_s_per_gib']} = {floor['floor_s_per_gib']} s/GiB, measured "
+            "in the bench process; the simulator runs in its own process on the wire",
+            [
+                "telegram",
+                "StreamBot CPU s/GiB",
+                "x floor",
+                "simulator CPU s/GiB",
+                "MiB/s",
+                "client",
+            ],
+            [
+                [
+                    _mode(r["telegram"]),
+                    r["cpu_s_per_gib"],
+                    r["times_floor"],
+                    r["simulator_cpu_s_per_gib"],
+                    r["mib_per_s"],
+                    pct(r["client_cpu_share"]),
+                ]
+                for r in cpu["rows"]
+            ],
         )
-    ]
-    if wire["cpu_per_gib"]:
+    )
+    ttfb = {(r["telegram"], r["file_dc"]): r for r in wire["ttfb"]}
+    dcs = sorted({r["file_dc"] for r in wire["ttfb"]}, key=lambda dc: (dc != wire_home(wire), dc))
+    if ttfb:
+        first = wire["ttfb"][0]
+        rows = []
+        for dc in dcs:
+            w, i = ttfb.get(("wire", dc), {}), ttfb.get(("inproc", dc), {})
+            rows.append(
+                [
+                    f"{dc} ({'home' if dc == first['home_dc'] else 'foreign'})",
+                    w.get("cold_ms"),
+                    w.get("warm_ms_median"),
+                    w.get("warm_ms_max"),
+                    i.get("cold_ms"),
+                    i.get("warm_ms_median"),
+                    i.get("warm_ms_max"),
+                ]
+            )
         out.append(
             table(
-                f"CPU seconds per GiB, in-process vs wire (rtt 0, {wire['ceiling_mib']:g} MiB file "
-                f"x{wire['ceiling_repeats']}); the simulator runs in its own process on the wire",
-                ["telegram", "StreamBot CPU s/GiB", "simulator CPU s/GiB", "MiB/s", "client"],
+                f"Time to first byte of a 1 MiB mid-file range, ms (rtt {first['rtt_ms']:g} ms, "
+                f"prefetch {first['prefetch']}, bots on DC {first['home_dc']}); cold = first "
+                "request to a fresh server",
+                [
+                    "file on DC",
+                    "wire cold",
+                    "wire warm",
+                    "wire warm max",
+                    "in-process cold",
+                    "in-process warm",
+                    "in-process warm max",
+                ],
+                rows,
+            )
+        )
+    if wire["hangups"]:
+        h0 = wire["hangups"][0]
+        out.append(
+            table(
+                f"GetFile requests per viewer who reads {h0['read_bytes'] // 1024} KiB from a "
+                f"block boundary and hangs up (rtt {h0['rtt_ms']:g} ms, one viewer at a time; "
+                "target <= 2.5)",
+                ["telegram", "viewers", "GetFile", "per viewer", "statuses", "errors", "settled"],
                 [
                     [
-                        r["telegram"],
-                        r["cpu_s_per_gib"],
-                        r["simulator_cpu_s_per_gib"],
-                        r["mib_per_s"],
-                        pct(r["client_cpu_share"]),
+                        _mode(h["telegram"]),
+                        h["viewers"],
+                        h["getfile_requests"],
+                        h["getfile_per_viewer"],
+                        h["statuses"],
+                        h["client_errors"],
+                        h["settled"],
                     ]
-                    for r in wire["cpu_per_gib"]
+                    for h in wire["hangups"]
+                ],
+            )
+        )
+    single = {(r["telegram"], r["rtt_ms"], r["prefetch"]): r for r in wire["single_stream"]}
+    if single:
+        rows = []
+        for rtt, p in sorted({(k[1], k[2]) for k in single}):
+            w, i = single.get(("wire", rtt, p)), single.get(("inproc", rtt, p))
+            rows.append(
+                [
+                    rtt,
+                    p,
+                    w and w["mib_per_s"],
+                    w and pct(w["server_cpu_share"]),
+                    w and pct(w["server_cpu_wait_share"]),
+                    i and i["mib_per_s"],
+                    i and pct(i["server_cpu_share"]),
+                    round(w["mib_per_s"] / i["mib_per_s"], 2)
+                    if w and i and i["mib_per_s"]
+                    else None,
+                ]
+            )
+        out.append(
+            table(
+                f"One stream, MiB/s, on the wire vs in-process ({wire['file_gib']:g} GiB file; "
+                "server = StreamBot's CPU share of one core)",
+                [
+                    "rtt ms",
+                    "prefetch",
+                    "wire MiB/s",
+                    "wire server",
+                    "wire waited",
+                    "in-process MiB/s",
+                    "in-process server",
+                    "wire / in-process",
+                ],
+                rows,
+            )
+        )
+    conc = wire["concurrency"]
+    if conc:
+        delays = sorted({d for r in conc for d in r["rss_after_mib"]}, key=float)
+        out.append(
+            table(
+                f"Concurrent streams, on the wire vs in-process (rtt {conc[0]['rtt_ms']:g} ms, "
+                f"prefetch {conc[0]['prefetch']}); RSS in MiB: fresh server, peak (VmHWM reset "
+                "per level), N s after the load ended",
+                [
+                    "streams",
+                    "telegram",
+                    "started",
+                    "MiB/s total",
+                    "MiB/s each",
+                    "fresh RSS",
+                    "peak RSS",
+                    *(f"RSS {d} s after" for d in delays),
+                    "server",
+                    "waited",
+                    "simulator",
+                    "client",
+                    "statuses",
+                    "errors",
+                ],
+                [
+                    [
+                        r["streams"],
+                        _mode(r["telegram"]),
+                        r["streams_started"],
+                        r["aggregate_mib_per_s"],
+                        r["per_stream_mib_per_s"],
+                        r["start_rss_mib"],
+                        r["peak_rss_mib"],
+                        *(r["rss_after_mib"].get(d) for d in delays),
+                        pct(r["server_cpu_share"]),
+                        pct(r["server_cpu_wait_share"]),
+                        pct(r["simulator_cpu_share"]),
+                        pct(r["client_cpu_share"]),
+                        r["statuses"],
+                        r["client_errors"],
+                    ]
+                    for r in conc
                 ],
             )
         )
@@ -379,6 +507,14 @@ def _scale_tables(scale: dict[str, Any]) -> list[str]:
             f"{per['fds']} file descriptors, {per['fresh_login_seconds']} s per fresh login"
         )
     return out
+
+
+def wire_home(wire: dict[str, Any]) -> int:
+    return int(wire["ttfb"][0]["home_dc"]) if wire["ttfb"] else 2
+
+
+def _mode(telegram: str) -> str:
+    return "in-process" if telegram == "inproc" else telegram
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

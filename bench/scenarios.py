@@ -7,6 +7,7 @@ code on smaller inputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,34 @@ class RssSampler:
             self._thread.join(timeout=5)
 
 
+class RssAfter:
+    """A server's RSS at fixed delays after a load ended, read in a thread.
+
+    The caller can load another server meanwhile (the wire section interleaves two), and the
+    marks are still read on time; ``join`` waits for the last one.
+    """
+
+    def __init__(self, server: Server, delays: Sequence[float]) -> None:
+        self._server = server
+        self._delays = sorted(delays)
+        self._t0 = time.monotonic()
+        self.mib: dict[str, float | None] = {}
+        self._thread = threading.Thread(target=self._run, name="rss-after", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for d in self._delays:
+            time.sleep(max(0.0, self._t0 + d - time.monotonic()))
+            try:
+                self.mib[f"{d:g}"] = round(self._server.rss() / MIB, 1)
+            except (psutil.Error, OSError):  # the process is gone; the run reports that itself
+                self.mib[f"{d:g}"] = None
+
+    def join(self) -> dict[str, float | None]:
+        self._thread.join()
+        return self.mib
+
+
 def concurrent_streams(
     server: Server,
     url: str,
@@ -235,63 +264,96 @@ def concurrent_streams(
     levels: tuple[int, ...],
     range_bytes: int,
     seconds: float,
+    rss_after_s: Sequence[float] = (),
 ) -> list[dict[str, Any]]:
-    """Aggregate throughput and memory with N streams running at once, for each N in ``levels``."""
+    """Aggregate throughput and memory with N streams running at once, for each N in ``levels``.
+
+    With ``rss_after_s``, each row also has the RSS that many seconds after its load ended
+    (``rss_after_mib``), read before the next level starts.
+    """
     base = base_of(url)
     rows = []
     wait_idle(base, timeout=30)
     fresh = server.rss()  # allocators keep what earlier levels freed: compare with the start
     for n in levels:
-        wait_idle(base, timeout=30)
-        idle = server.rss()
-        hwm = server.reset_peak_rss()
-        cpu0, wait0 = server.cpu_seconds(), server.cpu_wait_seconds()
-        ramp = max(0.2, n / 200)  # about 200 connects per second
-        with RssSampler(server).running() as sampler:
-            fin = run_measured(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.loadclient",
-                    "streams",
-                    url,
-                    "--size",
-                    str(size),
-                    "--streams",
-                    str(n),
-                    "--range-bytes",
-                    str(range_bytes),
-                    "--duration",
-                    str(seconds),
-                    "--ramp",
-                    str(ramp),
-                ],
-                timeout=seconds + ramp + 120,
-                env=python_env(),
-            )
-        cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
-        if fin.returncode != 0:
-            raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
-        r = json.loads(fin.stdout)
-        peak = max(sampler.peak, server.peak_rss() if hwm else 0)
-        rows.append(
-            {
-                "streams": n,
-                "streams_started": r["streams_started"],
-                "aggregate_mib_per_s": round(r["bytes"] / r["seconds"] / MIB, 1),
-                "per_stream_mib_per_s": round(r["bytes"] / r["seconds"] / MIB / n, 2),
-                "start_rss_mib": round(fresh / MIB, 1),
-                "idle_rss_mib": round(idle / MIB, 1),
-                "peak_rss_mib": round(peak / MIB, 1),
-                "rss_per_stream_kib": round(max(0, peak - fresh) / n / 1024, 1),
-                "server_cpu_share": round(cpu / fin.wall, 3),
-                "server_cpu_wait_share": round(wait / fin.wall, 3),
-                "client_cpu_share": round(fin.cpu_share, 3),
-                "statuses": r["statuses"],
-                "client_errors": r["errors"],
-            }
+        r = stream_level(
+            server, url, size, streams=n, range_bytes=range_bytes, seconds=seconds, fresh=fresh
         )
+        if rss_after_s:
+            r["rss_after_mib"] = RssAfter(server, rss_after_s).join()
+        rows.append(r)
     return rows
+
+
+def stream_level(
+    server: Server,
+    url: str,
+    size: int,
+    *,
+    streams: int,
+    range_bytes: int,
+    seconds: float,
+    fresh: int,
+    simulator: bool = False,
+) -> dict[str, Any]:
+    """One concurrency level: ``streams`` viewers for ``seconds`` once the server is idle.
+
+    ``fresh`` is the server's RSS before any load (the allocator keeps what earlier levels
+    freed, so memory per stream is measured against it). ``simulator``: also the CPU share of
+    the server's child processes (the wire demo's simulator).
+    """
+    n = streams
+    base = base_of(url)
+    wait_idle(base, timeout=60)
+    idle = server.rss()
+    hwm = server.reset_peak_rss()
+    cpu0, wait0 = server.cpu_seconds(), server.cpu_wait_seconds()
+    sim0 = server.children_cpu_seconds() if simulator else 0.0
+    ramp = max(0.2, n / 200)  # about 200 connects per second
+    with RssSampler(server).running() as sampler:
+        fin = run_measured(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadclient",
+                "streams",
+                url,
+                "--size",
+                str(size),
+                "--streams",
+                str(n),
+                "--range-bytes",
+                str(range_bytes),
+                "--duration",
+                str(seconds),
+                "--ramp",
+                str(ramp),
+            ],
+            timeout=seconds + ramp + 120,
+            env=python_env(),
+        )
+    cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
+    sim = server.children_cpu_seconds() - sim0 if simulator else None
+    if fin.returncode != 0:
+        raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
+    r = json.loads(fin.stdout)
+    peak = max(sampler.peak, server.peak_rss() if hwm else 0)
+    return {
+        "streams": n,
+        "streams_started": r["streams_started"],
+        "aggregate_mib_per_s": round(r["bytes"] / r["seconds"] / MIB, 1),
+        "per_stream_mib_per_s": round(r["bytes"] / r["seconds"] / MIB / n, 2),
+        "start_rss_mib": round(fresh / MIB, 1),
+        "idle_rss_mib": round(idle / MIB, 1),
+        "peak_rss_mib": round(peak / MIB, 1),
+        "rss_per_stream_kib": round(max(0, peak - fresh) / n / 1024, 1),
+        "server_cpu_share": round(cpu / fin.wall, 3),
+        "server_cpu_wait_share": round(wait / fin.wall, 3),
+        "client_cpu_share": round(fin.cpu_share, 3),
+        "statuses": r["statuses"],
+        "client_errors": r["errors"],
+        "simulator_cpu_share": None if sim is None else round(sim / fin.wall, 3),
+    }
 
 
 _WRK_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -406,6 +468,88 @@ def mtproto_decrypt_cost() -> float | None:
     return round((time.process_time() - t0) / (rounds * MIB / GIB), 3)
 
 
+def sha256_cost() -> float:
+    """CPU seconds per GiB of SHA-256 (hashlib): MTProto 2.0 checks msg_key over every plaintext."""
+    data = bytes(MIB)
+    rounds = 64
+    t0 = time.process_time()
+    for _ in range(rounds):
+        hashlib.sha256(data).digest()
+    return round((time.process_time() - t0) / (rounds * MIB / GIB), 3)
+
+
+def mtproto_floor() -> dict[str, float | None]:
+    """The physical floor of receiving a GiB over MTProto on this CPU: decrypt + msg_key check."""
+    aes = mtproto_decrypt_cost()
+    sha = sha256_cost()
+    return {
+        "aes_ige_s_per_gib": aes,
+        "sha256_s_per_gib": sha,
+        "floor_s_per_gib": None if aes is None else round(aes + sha, 3),
+    }
+
+
+def floor_ratio(cpu_s_per_gib: float | None, floor_s_per_gib: float | None) -> float | None:
+    """How many times the floor a measured CPU cost per GiB is (None when either is unknown)."""
+    if cpu_s_per_gib is None or not floor_s_per_gib:
+        return None
+    return round(cpu_s_per_gib / floor_s_per_gib, 2)
+
+
+# ---------------------------------------------------------------------- GetFile per viewer
+
+
+def getfile_requests(base: str) -> float:
+    """The GetFile requests the server has sent Telegram so far, over every bot and DC."""
+    return sum(
+        v
+        for k, v in scrape(base).items()
+        if k.startswith("streambot_telegram_requests_total") and "upload.GetFile" in k
+    )
+
+
+def hangup_viewers(url: str, size: int, *, count: int, read_bytes: int) -> dict[str, Any]:
+    """GetFile requests per viewer who reads ``read_bytes`` from a block boundary and hangs up.
+
+    The viewers come one after another (``bench.loadclient hangup``); requests are counted from
+    the server's /metrics once it tracks no stream, so every read-ahead request is included.
+    """
+    base = base_of(url)
+    wait_idle(base, timeout=60)
+    before = getfile_requests(base)
+    fin = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadclient",
+            "hangup",
+            url,
+            "--size",
+            str(size),
+            "--count",
+            str(count),
+            "--read-bytes",
+            str(read_bytes),
+        ],
+        timeout=600,
+        env=python_env(),
+    )
+    if fin.returncode != 0:
+        raise BenchError(f"bench.loadclient hangup failed: {fin.stderr.strip()[-800:]}")
+    r = json.loads(fin.stdout)
+    settled = wait_idle(base, timeout=60)  # requests are counted when sent: none after idle
+    requests = getfile_requests(base) - before
+    return {
+        "viewers": r["viewers"],
+        "read_bytes": read_bytes,
+        "getfile_requests": requests,
+        "getfile_per_viewer": round(requests / max(1, r["viewers"]), 2),
+        "statuses": r["statuses"],
+        "client_errors": r["errors"],
+        "settled": settled,
+    }
+
+
 # ---------------------------------------------------------------------- leak check
 
 
@@ -456,16 +600,9 @@ def aborted_downloads(
             "settled": idle,
         }
 
-    def getfile_requests() -> float:
-        return sum(
-            v
-            for k, v in scrape(base).items()
-            if k.startswith("streambot_telegram_requests_total") and "upload.GetFile" in k
-        )
-
     aborts(warmup)  # first-use allocations (sessions, caches, pools) are not leaks
     before = snapshot(0, wait_idle(base, timeout=30))
-    requests_before = getfile_requests()
+    requests_before = getfile_requests(base)
     series = [before]
     statuses: dict[str, int] = {}
     errors = 0
@@ -482,7 +619,7 @@ def aborted_downloads(
             statuses[k] = statuses.get(k, 0) + v
         series.append(snapshot(done, wait_idle(base, timeout=30)))
     after = series[-1]
-    requests = getfile_requests() - requests_before
+    requests = getfile_requests(base) - requests_before
     # Allocators keep freed memory for reuse, so RSS first climbs to a plateau; a leak keeps
     # climbing. The second half of the run shows which.
     half = series[len(series) // 2]

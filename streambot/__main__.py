@@ -153,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
         "simulator process speaks MTProto over loopback TCP, so pyrogram's whole network stack runs",
     )
     demo.add_argument(
+        "--file-dc",
+        type=int,
+        choices=range(1, 6),
+        metavar="N",
+        help="DC the served files live on (1-5; default: the bots' home DC), so the first "
+        "request for a file runs the cross-DC authorization export/import; both Telegram modes",
+    )
+    demo.add_argument(
         "--telegram-info-out",
         type=Path,
         metavar="FILE",
@@ -507,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stop=stop,
                     telegram=args.telegram,
                     telegram_info_out=args.telegram_info_out,
+                    file_dc=args.file_dc,
                 )
             except OSError as exc:
                 if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

@@ -53,10 +53,15 @@ def post_files(
     ctx: BotContext,
     paths: Sequence[Path],
     synthetic: Sequence[SyntheticFile] = (),
+    *,
+    dc_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Post PATHs, then synthetic files; the sample set only when neither was given."""
+    """Post PATHs, then synthetic files; the sample set only when neither was given.
+
+    ``dc_id`` stores them on that DC instead of the bots' home DC.
+    """
     entries = []
-    for path, f in seed_files(world.telegram, paths, synthetic):
+    for path, f in seed_files(world.telegram, paths, synthetic, dc_id=dc_id):
         message_id = world.telegram.post_file(world.channel, f)
         entries.append(link_entry(ctx, path, f.name, f.size, message_id))
     return entries
@@ -300,6 +305,7 @@ async def simulator_process(
     paths: Sequence[Path],
     synthetic: Sequence[SyntheticFile],
     info_out: Path | None,
+    file_dc: int | None = None,
 ) -> AsyncIterator[SimulatorInfo]:
     """``python -m streambot simulator`` as a child process, for as long as the block runs.
 
@@ -312,6 +318,8 @@ async def simulator_process(
     info_path = workdir / "simulator.json"
     cmd = [sys.executable, "-m", "streambot", "simulator", "--info-out", str(info_path)]
     cmd += ["--workers", str(workers), "--rtt-ms", str(rtt_ms)]
+    if file_dc is not None:
+        cmd += ["--file-dc", str(file_dc)]
     for spec in synthetic:
         cmd += ["--synthetic", f"{spec.size}:{spec.name}"]
     cmd += [str(p.resolve()) for p in paths]
@@ -379,12 +387,14 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     telegram: str = "inproc",
     telegram_info_out: Path | None = None,
+    file_dc: int | None = None,
 ) -> None:
     """Serve until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM) or the task is cancelled.
 
     ``telegram="inproc"`` answers pyrogram inside its Session (fast, one process);
     ``telegram="wire"`` starts ``python -m streambot simulator`` and talks MTProto to it over
-    loopback TCP, so the demo pays for the whole real network stack.
+    loopback TCP, so the demo pays for the whole real network stack. ``file_dc`` puts the
+    served files on that DC (default: the bots' home DC), in either mode.
     """
     stop = stop or asyncio.Event()
     with (
@@ -403,6 +413,7 @@ async def run_demo(
                 paths=paths,
                 synthetic=synthetic,
                 info_out=telegram_info_out,
+                file_dc=file_dc,
             ) as info:
                 settings = simulated_settings(
                     base,
@@ -438,7 +449,7 @@ async def run_demo(
                 stop,
                 sock=sock,
                 simulator=world.telegram,
-                entries=lambda ctx: post_files(world, ctx, paths, synthetic),
+                entries=lambda ctx: post_files(world, ctx, paths, synthetic, dc_id=file_dc),
                 chat=WorldChat(world),
                 links_out=links_out,
                 read_stdin=read_stdin,

@@ -68,8 +68,13 @@ async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo
     )
     await wire.start()
     info_json: dict[str, object] = {}
+    # A client's long poll (GET /replies?wait=...) may still be waiting when we stop: cut it after
+    # a second rather than aiohttp's 60 s, or every `demo --telegram wire` takes 10 s to stop
+    # (its SIGKILL deadline for this process).
     runner = web.AppRunner(
-        control_app(world, wire, dcs=frozenset(wire.dcs), info=info_json), handle_signals=False
+        control_app(world, wire, dcs=frozenset(wire.dcs), info=info_json),
+        handle_signals=False,
+        shutdown_timeout=1.0,
     )
     try:
         await runner.setup()
