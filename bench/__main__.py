@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--out DIR]``: measure StreamBot, print tables, write JSON (and PNG).
 
-The full run takes a few minutes; ``--quick`` runs every measurement on small inputs in under a
-minute and is what CI runs (it never asserts a figure). Results go to ``--out`` (default
+The full run takes a few minutes (about 12 with ``--telegram wire``); ``--quick`` runs every
+measurement on small inputs, and ``--quick --telegram wire`` (what CI runs, never asserting a
+figure) finishes in under two minutes. Results go to ``--out`` (default
 ``bench/results/``, ignored by git): ``results.json`` and, when matplotlib is installed,
 ``results.png``. Everything runs on loopback; load generators run one at a time; every process
 started is stopped before the run ends.
@@ -361,10 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         "--telegram",
         choices=("inproc", "wire"),
         default="inproc",
-        help="wire: also run the wire section (bench/wire.py): CPU/GiB against the MTProto "
-        "floor, one stream per prefetch and RTT, concurrent streams, TTFB (home and foreign DC), "
-        "GetFile per hang-up, with the simulator in its own process over MTProto on loopback, "
-        "in-process beside each",
+        help="wire: also run the sections over MTProto on loopback with the simulator in its "
+        "own process: wire (bench/wire.py: CPU/GiB against the MTProto floor, one stream per "
+        "prefetch and RTT, concurrent streams, TTFB on the home and a foreign DC, GetFile per "
+        "hang-up, in-process beside each) and scale (bench/scale.py)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL

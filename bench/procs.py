@@ -153,6 +153,12 @@ class Server:
         self.launch()
         self.wait_ready()
 
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting: servers shut down side by side."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:

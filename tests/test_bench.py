@@ -72,49 +72,165 @@ def test_bench_quick_leak_section_runs_end_to_end(tmp_path: Path) -> None:
     assert "Leak check" in proc.stdout
 
 
-def test_wire_comparison_renders_both_modes_side_by_side() -> None:
-    """`--telegram wire` results print one row per mode and RTT, and the CPU bill of both processes."""
+def test_wire_section_renders_each_figure_with_in_process_beside_it() -> None:
+    """`--telegram wire` results pair each wire figure with the in-process one for the same
+    configuration, and give the CPU bill against the AES-IGE + SHA-256 floor."""
     from bench import report
 
-    def stream(telegram: str, rtt: float, rate: float) -> dict[str, object]:
+    def stream(telegram: str, prefetch: int, rate: float) -> dict[str, object]:
         return {
-            "rtt_ms": rtt,
+            "rtt_ms": 50,
             "telegram": telegram,
-            "prefetch": 8,
+            "prefetch": prefetch,
             "mib_per_s": rate,
             "server_cpu_share": 0.5,
             "server_cpu_wait_share": 0.1,
         }
 
+    def ttfb(telegram: str, dc: int, cold: float) -> dict[str, object]:
+        return {
+            "rtt_ms": 50,
+            "telegram": telegram,
+            "prefetch": 8,
+            "file_dc": dc,
+            "home_dc": 2,
+            "cold_ms": cold,
+            "warm_ms_median": 60.0,
+            "warm_ms_max": 70.0,
+        }
+
+    def level(telegram: str, rss_after: dict[str, float]) -> dict[str, object]:
+        return {
+            "streams": 250,
+            "telegram": telegram,
+            "rtt_ms": 50,
+            "prefetch": 8,
+            "streams_started": 250,
+            "aggregate_mib_per_s": 100.0,
+            "per_stream_mib_per_s": 0.4,
+            "start_rss_mib": 99.0,
+            "peak_rss_mib": 300.0,
+            "rss_after_mib": rss_after,
+            "server_cpu_share": 0.9,
+            "server_cpu_wait_share": 0.2,
+            "simulator_cpu_share": 0.8 if telegram == "wire" else None,
+            "client_cpu_share": 0.1,
+            "statuses": {"206": 500},
+            "client_errors": 0,
+        }
+
     wire = {
         "file_gib": 1.0,
-        "ceiling_mib": 512.0,
-        "ceiling_repeats": 4,
-        "single_stream": [stream("inproc", 50, 129.8), stream("wire", 50, 61.5)],
+        "floor": {"aes_ige_s_per_gib": 4.6, "sha256_s_per_gib": 0.54, "floor_s_per_gib": 5.14},
+        "cpu_per_gib": {
+            "bytes": 256 << 20,
+            "repeats": 2,
+            "rows": [
+                {
+                    "telegram": "wire",
+                    "cpu_s_per_gib": 7.5,
+                    "times_floor": 1.46,
+                    "simulator_cpu_s_per_gib": 7.9,
+                    "mib_per_s": 76.1,
+                    "client_cpu_share": 0.02,
+                },
+                {
+                    "telegram": "inproc",
+                    "cpu_s_per_gib": 0.54,
+                    "times_floor": 0.11,
+                    "simulator_cpu_s_per_gib": None,
+                    "mib_per_s": 1368.1,
+                    "client_cpu_share": 0.3,
+                },
+            ],
+        },
         "ttfb": [
-            {"rtt_ms": 50, "telegram": "inproc", "cold_ms": 168.2, "warm_ms_median": 53.6},
-            {"rtt_ms": 50, "telegram": "wire", "cold_ms": 612.0, "warm_ms_median": 58.1},
+            ttfb("wire", 2, 339.0),
+            ttfb("wire", 4, 720.0),
+            ttfb("inproc", 2, 160.0),
+            ttfb("inproc", 4, 264.0),
         ],
-        "cpu_per_gib": [
-            {
-                "telegram": "inproc",
-                "cpu_s_per_gib": 0.7,
-                "simulator_cpu_s_per_gib": None,
-                "mib_per_s": 1459.5,
-                "client_cpu_share": 0.28,
-            },
+        "hangups": [
             {
                 "telegram": "wire",
-                "cpu_s_per_gib": 6.9,
-                "simulator_cpu_s_per_gib": 7.7,
-                "mib_per_s": 120.0,
-                "client_cpu_share": 0.05,
-            },
+                "rtt_ms": 50,
+                "viewers": 50,
+                "read_bytes": 1 << 20,
+                "getfile_requests": 100.0,
+                "getfile_per_viewer": 2.0,
+                "statuses": {"206": 50},
+                "client_errors": 0,
+                "settled": True,
+            }
         ],
+        "single_stream": [stream("wire", 8, 37.5), stream("inproc", 8, 125.0)],
+        "concurrency": [level("wire", {"10": 160.0, "60": 120.0}), level("inproc", {"10": 150.0})],
     }
     text = report.render({"wire": wire})
-    assert "Telegram in-process vs on the wire" in text
     rows = [line.split() for line in text.splitlines()]
-    assert ["50", "wire", "8", "61.5", "50%", "10%", "612.0", "58.1"] in rows
-    assert ["wire", "6.9", "7.7", "120.0", "5%"] in rows
-    assert ["inproc", "0.7", "-", "1,459.5", "28%"] in rows
+    assert "floor = TgCrypto AES-256-IGE 4.6 + SHA-256 0.54 = 5.14 s/GiB" in text
+    assert ["wire", "7.5", "1.46", "7.9", "76.1", "2%"] in rows
+    assert ["in-process", "0.54", "0.11", "-", "1,368.1", "30%"] in rows
+    assert ["2", "(home)", "339.0", "60.0", "70.0", "160.0", "60.0", "70.0"] in rows
+    assert ["4", "(foreign)", "720.0", "60.0", "70.0", "264.0", "60.0", "70.0"] in rows
+    assert ["wire", "50", "100.0", "2", "206:50", "0", "True"] in rows
+    assert ["50", "8", "37.5", "50%", "10%", "125.0", "50%", "0.3"] in rows
+    # A delay measured in only one mode leaves a dash in the other's row.
+    assert "RSS 60 s after" in text
+    assert [
+        "250",
+        "wire",
+        "250",
+        "100.0",
+        "0.4",
+        "99.0",
+        "300.0",
+        "160.0",
+        "120.0",
+        "90%",
+        "20%",
+        "80%",
+        "10%",
+        "206:500",
+        "0",
+    ] in rows
+    assert [
+        "250",
+        "in-process",
+        "250",
+        "100.0",
+        "0.4",
+        "99.0",
+        "300.0",
+        "150.0",
+        "-",
+        "90%",
+        "20%",
+        "-",
+        "10%",
+        "206:500",
+        "0",
+    ] in rows
+
+
+@pytest.mark.parametrize(
+    ("cpu", "floor", "ratio"),
+    [(7.5, 5.0, 1.5), (5.14, 5.14, 1.0), (None, 5.0, None), (7.5, None, None), (7.5, 0.0, None)],
+)
+def test_floor_ratio_is_wire_cpu_over_the_floor_or_none(
+    cpu: float | None, floor: float | None, ratio: float | None
+) -> None:
+    """Wire CPU s/GiB ÷ (AES-IGE + SHA-256): unknown (no TgCrypto, no figure) stays None."""
+    from bench.scenarios import floor_ratio
+
+    assert floor_ratio(cpu, floor) == ratio
+
+
+def test_wire_demos_start_in_groups_that_keep_every_prefetch_once() -> None:
+    """Prefetch values split into groups of at most N demos, in order, none lost or repeated."""
+    from bench.wire import chunks
+
+    assert chunks([1, 2, 4, 8, 16], 3) == [(1, 2, 4), (8, 16)]
+    assert chunks([1, 8], 3) == [(1, 8)]
+    assert chunks([1, 2], 1) == [(1,), (2,)]
+    assert chunks([], 3) == []
