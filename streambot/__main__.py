@@ -215,6 +215,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulator.add_argument("--info-out", type=Path, help="write the info JSON here when ready")
     simulator.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started the simulator exits, even if it was killed",
+    )
+    simulator.add_argument(
         "--log-level",
         default="WARNING",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -453,6 +458,7 @@ def _simulator(args: argparse.Namespace) -> int:
         synthetic=tuple(args.synthetic),
         paths=tuple(args.paths),
         info_out=args.info_out,
+        exit_with_parent=args.exit_with_parent,
     )
 
     async def simulate() -> int:

@@ -316,7 +316,9 @@ async def simulator_process(
     from streambot.simulator.wire.process import READY_LINE
 
     info_path = workdir / "simulator.json"
+    # --exit-with-parent: a demo killed outright (SIGKILL, OOM) must not leave Telegram running.
     cmd = [sys.executable, "-m", "streambot", "simulator", "--info-out", str(info_path)]
+    cmd += ["--exit-with-parent"]
     cmd += ["--workers", str(workers), "--rtt-ms", str(rtt_ms)]
     if file_dc is not None:
         cmd += ["--file-dc", str(file_dc)]

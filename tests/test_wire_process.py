@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from streambot.simulator.content import synthetic_bytes
@@ -27,6 +28,7 @@ from .helpers import (
     Proc,
     Start,
     call,
+    eventually,
     fetch,
     free_port,
     start_simulator,
@@ -343,3 +345,38 @@ async def test_demo_on_the_wire_serves_its_links_byte_exact(
     assert "Traceback" not in demo.stderr.read_text()
     with pytest.raises(ProcessLookupError):  # the simulator child stopped with the demo
         os.kill(info.pid, 0)
+
+
+async def test_a_killed_wire_demo_takes_its_simulator_with_it(
+    tmp_path: Path, start_streambot: Start
+) -> None:
+    """SIGKILL gives the demo no chance to stop its child: the simulator notices on its own."""
+    links = tmp_path / "links.json"
+    info_out = tmp_path / "sim-info.json"
+    demo = await start_streambot(
+        "demo",
+        "--telegram",
+        "wire",
+        "--port",
+        str(free_port()),
+        "--links-out",
+        str(links),
+        "--telegram-info-out",
+        str(info_out),
+        "--synthetic",
+        "4096:tiny.bin",
+    )
+    await wait_for_file(links, STARTUP_DEADLINE)
+    info = SimulatorInfo.load(info_out)
+    status, _ = await call("GET", info.control_url + "/stats")
+    assert status == 200
+    code, _ = await demo.stop(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+
+    def gone() -> bool:  # reaped, or a zombie waiting for whoever inherited it
+        try:
+            return psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    await eventually(gone, timeout=20)

@@ -12,9 +12,10 @@ pays for decryption and framing, the simulator pays for encryption and its world
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class SimulatorOptions:
     synthetic: Sequence[SyntheticFile] = ()
     paths: Sequence[Path] = ()
     info_out: Path | None = None
+    exit_with_parent: bool = False  # stop when the process that started us is gone
 
 
 async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo:
@@ -103,11 +105,39 @@ async def serve(options: SimulatorOptions, stop: asyncio.Event) -> SimulatorInfo
             # Owner-only: it holds the (simulated) bot tokens, like any credential file.
             await asyncio.to_thread(atomic_write, options.info_out, document, mode=0o600)
         print(READY_LINE + info.control_url, flush=True)
-        await stop.wait()
+        with _stopped_when_parent_exits(stop, enabled=options.exit_with_parent):
+            await stop.wait()
         return info
     finally:
         await runner.cleanup()
         await wire.close()
+
+
+@contextlib.contextmanager
+def _stopped_when_parent_exits(stop: asyncio.Event, *, enabled: bool) -> Iterator[None]:
+    """Set ``stop`` when our parent process exits (a demo killed with SIGKILL cannot stop us).
+
+    A pidfd becomes readable when the process ends, so this waits on an event, not a poll. Where
+    pidfds do not exist (not Linux, kernel < 5.3) the child simply keeps the old behaviour.
+    """
+    if not enabled:
+        yield
+        return
+    parent = os.getppid()
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, stop.set)
+    try:
+        if os.getppid() != parent:  # it died before the pidfd was open
+            stop.set()
+        yield
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def _url_host(host: str) -> str:
