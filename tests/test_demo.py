@@ -9,7 +9,9 @@ import signal
 import socket
 from pathlib import Path
 
-from streambot.demo import SAMPLE_FILES
+import pytest
+
+from streambot.demo import SAMPLE_FILES, SyntheticFile
 from streambot.simulator.content import synthetic_bytes
 from streambot.simulator.samples import SAMPLE_VIDEO
 
@@ -104,4 +106,47 @@ async def test_demo_reports_a_busy_port_cleanly(tmp_path: Path, start_demo) -> N
     err = demo.stderr.read_text()
     assert code == 3
     assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("telegram", ["inproc", "wire"])
+async def test_demo_file_dc_serves_files_from_a_foreign_dc(
+    tmp_path: Path, start_demo, telegram: str
+) -> None:
+    """`--file-dc 4` puts the files on DC 4 while the bots live on DC 2, in both modes; the
+    simulator answers FILE_MIGRATE at home, so exact bytes mean the foreign-DC path served them.
+    On the wire the simulator shows the file on DC 4 and the authorization exported at home and
+    imported on DC 4."""
+    links = tmp_path / "links.json"
+    info = tmp_path / "sim.json"
+    spec = SyntheticFile.parse("3MiB:far.bin")
+    extra = ["--telegram-info-out", str(info)] if telegram == "wire" else []
+    demo = await start_demo(
+        "--port", str(free_port()), "--links-out", str(links), "--telegram", telegram,
+        "--file-dc", "4", "--synthetic", "3MiB:far.bin", *extra,
+    )  # fmt: skip
+    await wait_for_file(links, STARTUP_DEADLINE)
+    (entry,) = json.loads(links.read_text())
+    status, body = await fetch(entry["download_url"])
+    assert (status, body) == (200, synthetic_bytes(spec.seed, 0, spec.size))
+    if telegram == "wire":
+        sim = json.loads(info.read_text())
+        assert [(f["name"], f["dc"]) for f in sim["files"]] == [("far.bin", 4)]
+        status, stats = await fetch(sim["control_url"] + "/stats")
+        by_method = json.loads(stats)["requests"]["by_method"]
+        assert by_method["auth.ExportAuthorization"] >= 1
+        assert by_method["auth.ImportAuthorization"] == by_method["auth.ExportAuthorization"]
+    code, _rest = await demo.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Traceback" not in demo.stderr.read_text()
+
+
+async def test_demo_rejects_a_file_dc_outside_1_to_5(tmp_path: Path, start_demo) -> None:
+    """A DC Telegram does not have is a usage error naming the option (exit 2), not a traceback."""
+    demo = await start_demo("--port", str(free_port()), "--file-dc", "9")
+    async with asyncio.timeout(STARTUP_DEADLINE):
+        code = await demo.proc.wait()
+    err = demo.stderr.read_text()
+    assert code == 2
+    assert "--file-dc" in err
     assert "Traceback" not in err
