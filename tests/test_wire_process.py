@@ -380,3 +380,25 @@ async def test_a_killed_wire_demo_takes_its_simulator_with_it(
             return True
 
     await eventually(gone, timeout=20)
+
+
+async def test_simulator_stops_on_sigterm_while_a_long_poll_waits(
+    tmp_path: Path, start_streambot: Start
+) -> None:
+    """A GET /replies long poll still waiting (up to 60 s) does not hold the simulator past
+    SIGTERM: `demo --telegram wire` keeps one open, and used to wait out its 10 s kill deadline."""
+    sim, info = await start_simulator(start_streambot, tmp_path, "--workers", "0")
+    host, port = info.control_url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /replies?user_id={info.admin_id}&count=1&wait=60 HTTP/1.1\r\n"
+        f"Host: {host}\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    # A request on a second connection, answered: the poll, sent first, is being handled.
+    status, _ = await call("GET", info.control_url + "/")
+    assert status == 200
+    code, rest = await sim.stop(signal.SIGTERM, deadline=20.0)
+    writer.close()
+    assert code == 0
+    assert "StreamBot simulator stopped." in rest
