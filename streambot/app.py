@@ -155,7 +155,7 @@ async def create_app(
         ttl=settings.cache_files_ttl,
         on_request=metrics.count_request,
     )
-    budget = InflightBudget(settings.stream_memory_budget_mb * MIB)
+    budget = InflightBudget(settings.stream_memory_budget_mb * MIB, streams=settings.max_streams)
     media = MediaPools(
         fleet,
         MediaConfig(

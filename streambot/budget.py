@@ -13,7 +13,18 @@ from collections.abc import Callable
 
 from streambot.units import MIB
 
-__all__ = ["InflightBudget"]
+__all__ = ["InflightBudget", "crowded_block"]
+
+
+def crowded_block(block: int) -> int:
+    """The block size of a stream that starts while memory is short: half of ``block``.
+
+    Every stream may always hold one block, however slow its viewer (see :meth:`open_stream`), so
+    the block size, not the budget, sets the memory of a crowded server: 250 viewers at 1 MiB
+    each need 250 MiB before anything is prefetched. Half a block halves that floor and is still
+    a valid ``upload.GetFile`` size (4 KiB multiple dividing 1 MiB); 4 KiB cannot be halved.
+    """
+    return max(4096, block // 2)
 
 
 class InflightBudget:
@@ -29,12 +40,15 @@ class InflightBudget:
     holds at most about one block while paused, and fetches the shed blocks again when it resumes.
     """
 
-    def __init__(self, total_bytes: int) -> None:
+    def __init__(self, total_bytes: int, *, streams: int = 1) -> None:
         if total_bytes < MIB:
             raise ValueError("the stream memory budget must be at least 1 MiB")
         self.total = total_bytes
+        self.streams = streams  # MAX_STREAMS: the most streams that may hold a block at once
         self.used = 0
         self.active_streams = 0
+        # One block per active stream: what each may hold however slow its viewer is.
+        self.floors = 0
         self.peak = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         # One per active stream (bounded by the streams), called when a waiter cannot be served.
@@ -47,6 +61,27 @@ class InflightBudget:
 
     def unregister(self, shed: Callable[[], None]) -> None:
         self._shedders.discard(shed)
+
+    def open_stream(self, block: int) -> int:
+        """Count a stream in and choose its block size: ``block``, or :func:`crowded_block`.
+
+        A stream gets the full block while the floors of the streams already running, its own,
+        and the crowded floor of every stream that may still be admitted all fit in the budget;
+        otherwise it gets the crowded block. So a quiet server streams in large blocks (fewer
+        requests, and a viewer who hangs up costs a whole block at most) and a full one still
+        has room for the one block every admitted stream needs.
+        """
+        small = crowded_block(block)
+        later = max(0, self.streams - self.active_streams - 1) * small
+        size = block if self.floors + block + later <= self.total else small
+        self.active_streams += 1
+        self.floors += size
+        return size
+
+    def close_stream(self, block: int) -> None:
+        """Count out a stream opened with :meth:`open_stream`, which chose ``block``."""
+        self.active_streams -= 1
+        self.floors -= block
 
     def window(self, prefetch: int, block: int) -> int:
         """Blocks a stream may hold: its prefetch, shrunk to a fair share, never below one."""

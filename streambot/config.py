@@ -22,6 +22,7 @@ from typing import Any, get_type_hints
 from dotenv import dotenv_values
 
 from streambot.atomicfile import atomic_write
+from streambot.budget import crowded_block
 from streambot.private import FILE_MODE, tighten
 
 GROUPS = (
@@ -100,17 +101,21 @@ def _cross_field_problems(
             f"({critical:g}), e.g. MEMORY_WARNING_PERCENT=80 with MEMORY_CRITICAL_PERCENT=95"
         )
     # A paused viewer keeps the block it is being sent; if MAX_STREAMS of them could fill the
-    # budget, a new viewer would wait for the stale-stream sweep before its first byte.
+    # budget, a new viewer would wait for the stale-stream sweep before its first byte. Streams
+    # that start on a crowded server use half blocks (budget.crowded_block), so that is the floor.
     streams, block_kib = value("max_streams"), value("stream_block_size_kib")
-    needed = -(-streams * block_kib // 1024)
-    budget = value("stream_memory_budget_mb")
-    if valid("max_streams", "stream_block_size_kib", "stream_memory_budget_mb") and budget < needed:
-        problems.append(
-            f"STREAM_MEMORY_BUDGET_MB ({budget}) must hold one block per stream: at least "
-            f"MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024 = {needed} with MAX_STREAMS={streams} "
-            f"and STREAM_BLOCK_SIZE_KIB={block_kib}, e.g. STREAM_MEMORY_BUDGET_MB={needed} "
-            "(or fewer streams, or smaller blocks)"
-        )
+    if valid("max_streams", "stream_block_size_kib", "stream_memory_budget_mb"):
+        crowded_kib = crowded_block(block_kib * 1024) // 1024
+        needed = -(-streams * crowded_kib // 1024)
+        budget = value("stream_memory_budget_mb")
+        if budget < needed:
+            problems.append(
+                f"STREAM_MEMORY_BUDGET_MB ({budget}) must hold one block per stream: at least "
+                f"MAX_STREAMS x {crowded_kib} KiB (half of STREAM_BLOCK_SIZE_KIB, the block of "
+                f"a crowded server) = {needed} MiB with MAX_STREAMS={streams} and "
+                f"STREAM_BLOCK_SIZE_KIB={block_kib}, e.g. STREAM_MEMORY_BUDGET_MB={needed} "
+                "(or fewer streams, or smaller blocks)"
+            )
     if valid("database_url", "link_secret") and value("database_url") and not value("link_secret"):
         problems.append(
             "LINK_SECRET is required when DATABASE_URL is set: every node must sign and check "
@@ -501,10 +506,10 @@ class Settings:
         check=_between(1, 64),
     )
     stream_memory_budget_mb: int = _setting(
-        256,
+        160,
         group="Streaming",
-        example="256",
-        doc="All streams' in-flight and buffered blocks together; windows shrink to fit. At least MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 1024, so every stream can hold one block.",
+        example="160",
+        doc="All streams' in-flight and buffered blocks together; windows shrink to fit, and streams that start when it is short use half blocks. At least MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 2048, so every stream can hold one block. Peak RSS is about 100 MiB + this + 0.5 MiB per stream (bench/README.md).",
         check=_at_least(1),
     )
     stream_retries: int = _setting(

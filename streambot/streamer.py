@@ -215,13 +215,17 @@ class Streamer:
         progress = progress or StreamProgress()
         cfg = self.config
         budget = self._budget
+        # Counted in before anything can fail, counted out in the ``finally`` below.
+        block_size = budget.open_stream(cfg.block_size)
+        # A crowded stream's smaller blocks keep the same window in bytes.
+        prefetch = max(1, cfg.prefetch * cfg.block_size // block_size)
         pos = start
-        ramp = max(1, min(cfg.prefetch_start, cfg.prefetch))
+        ramp = max(1, min(cfg.prefetch_start, prefetch))
         # Stream offsets (bytes yielded so far) at which each handed-over chunk ends, while the
         # window is still growing; each one the viewer has taken doubles the window.
         handed: collections.deque[int] = collections.deque()
         yielded = 0
-        w = _Window(_Blocks(start, end, info.size, cfg.block_size))
+        w = _Window(_Blocks(start, end, info.size, block_size))
         attempt: _Attempt | None = None
 
         def shed() -> None:
@@ -229,7 +233,7 @@ class Streamer:
             # slow; every prefetched block may go) or awaiting its head block (which stays).
             keep = 0 if w.at_yield else 1
             held = len(w.pending) + w.at_yield
-            window = budget.window(cfg.prefetch, cfg.block_size)
+            window = budget.window(prefetch, block_size)
             while held > window and len(w.pending) > keep:
                 block, task = w.pending.pop()
                 task.cancel()
@@ -238,7 +242,6 @@ class Streamer:
                 budget.shed_blocks += 1
                 budget.release(block.limit)
 
-        budget.active_streams += 1
         budget.register(shed)
         try:
             attempt = _Attempt(await self._acquire(info, exclude=()))
@@ -254,9 +257,9 @@ class Streamer:
                         done = taken() if taken is not None else yielded
                         while len(handed) > 1 and handed[0] <= done:
                             handed.popleft()
-                            ramp = min(cfg.prefetch, ramp * 2)
+                            ramp = min(prefetch, ramp * 2)
                     # The window is re-read per block so streams shrink as others start.
-                    window = min(ramp, budget.window(cfg.prefetch, cfg.block_size))
+                    window = min(ramp, budget.window(prefetch, block_size))
                     while len(w.pending) < window and (block := w.blocks.peek()) is not None:
                         if w.pending:
                             if not budget.try_acquire(block.limit):
@@ -295,13 +298,13 @@ class Streamer:
                     pos += len(chunk)
                     progress.bytes_yielded += len(chunk)
                     yielded += len(chunk)
-                    if ramp < cfg.prefetch and len(handed) <= cfg.prefetch:
+                    if ramp < prefetch and len(handed) <= prefetch:
                         handed.append(yielded)
                     stuck = 0
                 if failure is None:
                     break
                 await self._drain(w.pending)
-                w.blocks = _Blocks(pos, end, info.size, cfg.block_size)  # resume at the same byte
+                w.blocks = _Blocks(pos, end, info.size, block_size)  # resume at the same byte
                 stuck += 1
                 if stuck > cfg.max_recoveries:
                     self._on_error("gave_up")
@@ -316,7 +319,7 @@ class Streamer:
             finally:
                 # Even when cancelled again while draining (a viewer's disconnect cancels the
                 # handler that is already cleaning up), the counts must come back down.
-                budget.active_streams -= 1
+                budget.close_stream(block_size)
                 if attempt is not None:
                     self._fleet.release(attempt.fc)
 

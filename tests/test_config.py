@@ -84,13 +84,14 @@ CROSS_FIELD = [
     ),
     (
         {"MAX_STREAMS": "1000"},
-        "STREAM_MEMORY_BUDGET_MB (256) must hold one block per stream",
-        "STREAM_MEMORY_BUDGET_MB=1000",
+        "STREAM_MEMORY_BUDGET_MB (160) must hold one block per stream",
+        "STREAM_MEMORY_BUDGET_MB=500",
     ),
     (
-        {"STREAM_MEMORY_BUDGET_MB": "64", "STREAM_BLOCK_SIZE_KIB": "512"},
-        "= 125 with MAX_STREAMS=250 and STREAM_BLOCK_SIZE_KIB=512",
-        "STREAM_MEMORY_BUDGET_MB=125",
+        {"STREAM_MEMORY_BUDGET_MB": "32", "STREAM_BLOCK_SIZE_KIB": "512"},
+        "MAX_STREAMS x 256 KiB (half of STREAM_BLOCK_SIZE_KIB, the block of a crowded server) "
+        "= 63 MiB with MAX_STREAMS=250 and STREAM_BLOCK_SIZE_KIB=512",
+        "STREAM_MEMORY_BUDGET_MB=63",
     ),
 ]
 
@@ -108,7 +109,9 @@ def test_settings_that_conflict_are_named_with_an_example(
 @pytest.mark.parametrize(
     "env",
     [
-        {"MAX_STREAMS": "1000", "STREAM_BLOCK_SIZE_KIB": "256"},  # 250 MiB of 256
+        {"MAX_STREAMS": "1000", "STREAM_BLOCK_SIZE_KIB": "256"},  # 125 MiB of 160
+        {"MAX_STREAMS": "320"},  # 320 half blocks of 512 KiB: exactly the default 160 MiB
+        {"MAX_STREAMS": "4", "STREAM_BLOCK_SIZE_KIB": "4", "STREAM_MEMORY_BUDGET_MB": "1"},
         {"MAX_STREAMS": "1000", "STREAM_MEMORY_BUDGET_MB": "1000"},
         {"MAX_STREAMS": "3", "STREAM_MEMORY_BUDGET_MB": "3"},
     ],

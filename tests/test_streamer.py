@@ -11,8 +11,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from streambot.budget import InflightBudget
+from streambot.budget import InflightBudget, crowded_block
 from streambot.fleet import FleetClient
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import World, build_world
@@ -173,6 +175,7 @@ async def test_tiny_budget_shrinks_windows_and_never_deadlocks(
         stream_block_size_kib=16,
         stream_prefetch=8,
         stream_memory_budget_mb=1,
+        max_streams=30,  # 30 full blocks fit: every stream keeps its 16 KiB blocks
     )
     world.telegram.rtt = 0.002
     budget = app.services.budget
@@ -183,18 +186,83 @@ async def test_tiny_budget_shrinks_windows_and_never_deadlocks(
     assert quiescent(app)
 
 
-async def test_budget_of_one_block_serialises_real_1mib_blocks(
+async def test_budget_of_one_block_serialises_streams_in_half_blocks(
     world: World, start_app: StartApp
 ) -> None:
-    """With a budget of one 1 MiB block, concurrent streams take turns and all complete."""
+    """A 1 MiB budget for 6 streams of 1 MiB blocks: crowded from the start, they take turns
+    in 512 KiB blocks (two fit) and all complete."""
     size = 3 * MIB + 5
     _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="big.bin")
-    app = await start_app(world, stream_memory_budget_mb=1, stream_prefetch=4)
+    app = await start_app(world, stream_memory_budget_mb=1, stream_prefetch=4, max_streams=6)
     path = app.dl_path(msg_id)
     await asyncio.gather(*(get_exact(app, path, size) for _ in range(6)))
-    assert world.telegram.max_inflight["upload.GetFile"] == 1
-    assert app.services.budget.peak == MIB
+    assert world.telegram.max_inflight["upload.GetFile"] <= 2
+    assert max(c.limit or 0 for c in world.telegram.getfile_calls()) == MIB // 2
+    assert app.services.budget.peak <= MIB
     assert quiescent(app)
+
+
+async def test_streams_that_start_on_a_crowded_server_use_half_blocks(
+    world: World, start_app: StartApp
+) -> None:
+    """Full blocks while every stream that may still come has room for a half block; then halves.
+
+    Budget 3 MiB, MAX_STREAMS 4, 1 MiB blocks: two streams fit whole blocks with two half blocks
+    to spare, the third and fourth get 512 KiB. The bytes stay exact and the floors fit.
+    """
+    size = 2 * MIB + 77
+    _f, msg_id = world.store(SyntheticContent(size, seed=SEED), name="big.bin")
+    app = await start_app(world, stream_memory_budget_mb=3, stream_prefetch=2, max_streams=4)
+    path = app.dl_path(msg_id)
+    world.telegram.rtt = 0.01
+    await get_exact(app, path, size)  # alone: whole blocks (and a 4 KiB tail) only
+    assert MIB // 2 not in {c.limit for c in world.telegram.getfile_calls()}
+    await asyncio.gather(*(get_exact(app, path, size) for _ in range(4)))
+    limits = {c.limit for c in world.telegram.getfile_calls()}
+    assert {MIB, MIB // 2} <= limits
+    assert app.services.budget.peak <= app.services.budget.total
+    assert app.services.budget.floors == 0
+    assert quiescent(app)
+
+
+@pytest.mark.parametrize(
+    ("total_mib", "streams", "chosen_kib"),
+    [
+        (3, 4, [1024, 1024, 512, 512]),  # 1 + 1 + 0.5 + 0.5 = 3
+        (4, 4, [1024, 1024, 1024, 1024]),
+        (2, 4, [512, 512, 512, 512]),  # exactly the crowded floor
+        (160, 250, [1024] * 70 + [512] * 180),  # the defaults: 70 + 90 = 160 MiB
+    ],
+)
+def test_block_size_per_stream_keeps_every_admitted_stream_one_block(
+    total_mib: int, streams: int, chosen_kib: list[int]
+) -> None:
+    budget = InflightBudget(total_mib * MIB, streams=streams)
+    assert [budget.open_stream(MIB) // 1024 for _ in range(streams)] == chosen_kib
+    assert budget.floors <= budget.total
+
+
+@given(
+    st.integers(min_value=1, max_value=64),
+    st.sampled_from([4096, 65536, 512 * 1024, MIB]),
+    st.lists(st.booleans(), max_size=200),
+)
+def test_floors_always_leave_room_for_the_streams_still_to_come(
+    streams: int, block: int, opens: list[bool]
+) -> None:
+    """Whenever MAX_STREAMS crowded blocks fit (the config check), any open/close order keeps
+    the floors held plus one crowded block per free slot within the budget."""
+    total = max(MIB, streams * crowded_block(block))
+    budget = InflightBudget(total, streams=streams)
+    held: list[int] = []
+    for do_open in opens:
+        if do_open and len(held) < streams:
+            held.append(budget.open_stream(block))
+        elif held:
+            budget.close_stream(held.pop(0))
+        free = streams - len(held)
+        assert budget.floors == sum(held)
+        assert budget.floors + free * crowded_block(block) <= budget.total
 
 
 async def test_paused_streams_shed_prefetch_so_a_new_stream_starts(
@@ -209,6 +277,7 @@ async def test_paused_streams_shed_prefetch_so_a_new_stream_starts(
         stream_prefetch=8,
         stream_prefetch_start=8,  # full windows from the first block
         stream_memory_budget_mb=1,
+        max_streams=3,  # room for three whole 64 KiB blocks: no stream is crowded
     )
     streamer, budget = app.services.streamer, app.services.budget
     info = await app.services.catalog.info(msg_id)
