@@ -509,7 +509,7 @@ class Settings:
         160,
         group="Streaming",
         example="160",
-        doc="All streams' in-flight and buffered blocks together; windows shrink to fit, and streams that start when it is short use half blocks. At least MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 2048, so every stream can hold one block. Peak RSS is about 100 MiB + this + 0.5 MiB per stream (bench/README.md).",
+        doc="All streams' in-flight and buffered blocks together; windows shrink to fit, and streams that start when it is short use half blocks. At least MAX_STREAMS x STREAM_BLOCK_SIZE_KIB / 2048, so every stream can hold one block. Peak RSS is about 100 MiB + this + 0.25 MiB per stream (bench/README.md).",
         check=_at_least(1),
     )
     stream_retries: int = _setting(
