@@ -39,7 +39,8 @@ from typing import Any
 
 import psutil
 
-from bench.procs import BenchError, Server, free_port, python_env, run_measured
+from bench import scenarios
+from bench.procs import BenchError, Server, free_port, python_env
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -320,26 +321,13 @@ def saturate(
     threads0 = [_thread_times(n.server) for n in nodes]
     t_threads = time.monotonic()
     with CpuSampler(servers).running() as sampler:
-        fin = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "bench.loadclient",
-                "streams",
-                url,
-                "--size",
-                str(plan.file_bytes),
-                "--streams",
-                str(plan.streams),
-                "--range-bytes",
-                str(plan.range_bytes),
-                "--duration",
-                str(plan.seconds),
-                "--ramp",
-                str(ramp),
-            ],
-            timeout=plan.seconds + ramp + 120,
-            env=python_env(),
+        fin = scenarios.loadclient_streams(
+            url,
+            size=plan.file_bytes,
+            streams=plan.streams,
+            range_bytes=plan.range_bytes,
+            seconds=plan.seconds,
+            ramp=ramp,
         )
         threads = [n.server.process.num_threads() for n in nodes]
         spread = [

@@ -25,7 +25,15 @@ from typing import Any
 
 import psutil
 
-from bench.procs import BenchError, Server, python_env, run_measured, scrape, wait_for
+from bench.procs import (
+    BenchError,
+    Finished,
+    Server,
+    python_env,
+    run_measured,
+    scrape,
+    wait_for,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -256,6 +264,34 @@ class RssAfter:
         return self.mib
 
 
+def loadclient_streams(
+    url: str, *, size: int, streams: int, range_bytes: int, seconds: float, ramp: float
+) -> Finished:
+    """``bench.loadclient streams``: ``streams`` viewers asking for ``range_bytes`` ranges at
+    random offsets of a ``size``-byte file for ``seconds``, connecting over ``ramp`` seconds."""
+    return run_measured(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadclient",
+            "streams",
+            url,
+            "--size",
+            str(size),
+            "--streams",
+            str(streams),
+            "--range-bytes",
+            str(range_bytes),
+            "--duration",
+            str(seconds),
+            "--ramp",
+            str(ramp),
+        ],
+        timeout=seconds + ramp + 120,
+        env=python_env(),
+    )
+
+
 def concurrent_streams(
     server: Server,
     url: str,
@@ -311,26 +347,8 @@ def stream_level(
     sim0 = server.children_cpu_seconds() if simulator else 0.0
     ramp = max(0.2, n / 200)  # about 200 connects per second
     with RssSampler(server).running() as sampler:
-        fin = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "bench.loadclient",
-                "streams",
-                url,
-                "--size",
-                str(size),
-                "--streams",
-                str(n),
-                "--range-bytes",
-                str(range_bytes),
-                "--duration",
-                str(seconds),
-                "--ramp",
-                str(ramp),
-            ],
-            timeout=seconds + ramp + 120,
-            env=python_env(),
+        fin = loadclient_streams(
+            url, size=size, streams=n, range_bytes=range_bytes, seconds=seconds, ramp=ramp
         )
     cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
     sim = server.children_cpu_seconds() - sim0 if simulator else None

@@ -291,6 +291,29 @@ async def call(method: str, url: str, body: Any = None, **kw: Any) -> tuple[int,
         return resp.status, await resp.json(content_type=None)
 
 
+async def reply_from_bot(info: SimulatorInfo, user: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The user writes to the main bot through the control API; returns the bot's next reply.
+
+    Waits with the control API's long poll (no sleeping): the replies already there are counted
+    first, so the one returned is the answer to this message.
+    """
+    status, got = await call(
+        "GET", info.control_url + "/replies", params={"user_id": user, "count": 0, "wait": 0}
+    )
+    seen = len(got["replies"]) if status == 200 else 0
+    status, sent = await call("POST", info.control_url + "/messages", {"user_id": user, **body})
+    assert status == 201, sent
+    status, got = await call(
+        "GET",
+        info.control_url + "/replies",
+        params={"user_id": user, "count": seen + 1, "wait": 30},
+    )
+    assert status == 200
+    assert len(got["replies"]) > seen, "the bot did not answer"
+    reply: dict[str, Any] = got["replies"][-1]
+    return reply
+
+
 class Demo(Proc):
     """A running demo subprocess: a :class:`Proc` that also takes chat lines on stdin."""
 

@@ -14,13 +14,12 @@ import asyncio
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from streambot.simulator.wire.info import SimulatorInfo
 
-from .helpers import Proc, Start, call, free_port, start_simulator
+from .helpers import Proc, Start, call, free_port, reply_from_bot, start_simulator
 
 SECRET = "one-host-link-secret-0123456789abcdef"
 USER = 424242
@@ -66,20 +65,6 @@ async def fresh_get(url: str) -> tuple[int, bytes]:
         return resp.status, body
 
 
-async def reply_to(info: SimulatorInfo, body: dict[str, Any], seen: int) -> dict[str, Any]:
-    status, sent = await call("POST", info.control_url + "/messages", {"user_id": USER, **body})
-    assert status == 201, sent
-    status, got = await call(
-        "GET",
-        info.control_url + "/replies",
-        params={"user_id": USER, "count": seen + 1, "wait": 30},
-    )
-    assert status == 200
-    assert len(got["replies"]) > seen, "the bot did not answer"
-    reply: dict[str, Any] = got["replies"][-1]
-    return reply
-
-
 async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_own(
     tmp_path: Path, start_streambot: Start
 ) -> None:
@@ -108,7 +93,7 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
 
     payload = tmp_path / "clip.mp4"
     payload.write_bytes(os.urandom((1 << 20) + 4321))
-    reply = await reply_to(info, {"file": {"path": str(payload)}}, 0)
+    reply = await reply_from_bot(info, USER, {"file": {"path": str(payload)}})
     link = next(u for u in reply["links"] if "/dl/" in u)
 
     # The bot process's link is served byte-exact by both processes: fresh connections until the
@@ -124,7 +109,7 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
 
     # /revoke on the bot process reaches the web process through the shared file within the
     # guard's TTL: then every fresh connection, whichever process takes it, gets 410.
-    await reply_to(info, {"text": f"/revoke {link}"}, 1)
+    await reply_from_bot(info, USER, {"text": f"/revoke {link}"})
     async with asyncio.timeout(10 + GUARD_TTL):
         streak = 0
         while streak < SPREAD:

@@ -15,7 +15,6 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -23,7 +22,7 @@ import asyncpg
 from streambot.pg_store import LISTENER_NAME
 from streambot.simulator.wire.info import SimulatorInfo
 
-from .helpers import Proc, Start, call, free_port, start_simulator
+from .helpers import Proc, Start, call, free_port, reply_from_bot, start_simulator
 from .pg import fresh_schema
 
 SECRET = "three-nodes-link-secret-0123456789abcdef"
@@ -99,27 +98,8 @@ def node_env(
     return env
 
 
-async def send(info: SimulatorInfo, user: int, body: dict[str, Any]) -> dict[str, Any]:
-    """The user writes to the main bot; returns the bot's next reply (long poll, no sleeping)."""
-    status, got = await call(
-        "GET", info.control_url + "/replies", params={"user_id": user, "count": 0, "wait": 0}
-    )
-    seen = len(got["replies"]) if status == 200 else 0
-    status, sent = await call("POST", info.control_url + "/messages", {"user_id": user, **body})
-    assert status == 201, sent
-    status, got = await call(
-        "GET",
-        info.control_url + "/replies",
-        params={"user_id": user, "count": seen + 1, "wait": 30},
-    )
-    assert status == 200
-    assert len(got["replies"]) > seen, "the bot did not answer"
-    reply: dict[str, Any] = got["replies"][-1]
-    return reply
-
-
 async def send_file(info: SimulatorInfo, user: int, name: str, size: int) -> tuple[str, int]:
-    reply = await send(info, user, {"file": {"size": str(size), "name": name}})
+    reply = await reply_from_bot(info, user, {"file": {"size": str(size), "name": name}})
     link = next(u for u in reply["links"] if "/dl/" in u)
     return link, 0
 
@@ -355,7 +335,7 @@ async def revoke_and_watch(
     async with asyncio.timeout(30):
         watchers = [asyncio.create_task(watch(n)) for n in nodes]
         await watching.wait()
-        reply = await send(info, OWNER, {"text": f"/revoke {link}"})
+        reply = await reply_from_bot(info, OWNER, {"text": f"/revoke {link}"})
         assert "revoked" in reply["text"]
         await asyncio.gather(*watchers)
     revoked_at = await admin.fetchval(
