@@ -495,7 +495,7 @@ class Settings:
         8,
         group="Streaming",
         example="8",
-        doc="GetFile requests in flight per stream (1 = sequential, like peer bots); 8 measured best, see bench/README.md.",
+        doc="GetFile requests in flight per stream (1 = sequential, like peer bots). 8 fills the media connections of one bot and DC (MEDIA_CONNECTIONS x MEDIA_AWAITED_KIB = 8 MiB); more gains nothing unless those grow too. See bench/README.md.",
         check=_between(1, 64),
     )
     stream_prefetch_start: int = _setting(
