@@ -321,12 +321,14 @@ def saturate(
     threads0 = [_thread_times(n.server) for n in nodes]
     t_threads = time.monotonic()
     with CpuSampler(servers).running() as sampler:
-        fin = scenarios.loadclient_streams(
+        fin, r = scenarios.loadclient(
+            "streams",
             url,
+            timeout=scenarios.streams_timeout(plan.seconds, ramp),
             size=plan.file_bytes,
             streams=plan.streams,
             range_bytes=plan.range_bytes,
-            seconds=plan.seconds,
+            duration=plan.seconds,
             ramp=ramp,
         )
         threads = [n.server.process.num_threads() for n in nodes]
@@ -335,9 +337,6 @@ def saturate(
             for n, before in zip(nodes, threads0, strict=True)
         ]
     waited = [n.server.cpu_wait_seconds() - w for n, w in zip(nodes, waited0, strict=True)]
-    if fin.returncode != 0:
-        raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
-    r = json.loads(fin.stdout)
     t0, t1 = r["window_unix"]
     both = [b - a for a, b in zip(sampler.at(t0), sampler.at(t1), strict=True)]
     cpu, loop = both[0::2], both[1::2]  # whole process; its main thread (the event loop)

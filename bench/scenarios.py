@@ -92,24 +92,7 @@ class RangeFetcher:
                 raise BenchError(f"curl failed ({fin.returncode}): {fin.stderr.strip()}")
             status, size, ttfb, total = fin.stdout.split()
             return Fetch(int(status), int(size), float(ttfb), float(total), fin.cpu, fin.wall)
-        fin = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "bench.loadclient",
-                "get",
-                url,
-                "--start",
-                str(start),
-                "--end",
-                str(end),
-            ],
-            timeout=FETCH_TIMEOUT,
-            env=python_env(),
-        )
-        if fin.returncode != 0:
-            raise BenchError(f"bench.loadclient get failed: {fin.stderr.strip()[-500:]}")
-        r = json.loads(fin.stdout)
+        fin, r = loadclient("get", url, timeout=FETCH_TIMEOUT, start=start, end=end)
         return Fetch(
             r["status"], r["bytes"], r["time_starttransfer"], r["time_total"], fin.cpu, fin.wall
         )
@@ -264,32 +247,27 @@ class RssAfter:
         return self.mib
 
 
-def loadclient_streams(
-    url: str, *, size: int, streams: int, range_bytes: int, seconds: float, ramp: float
-) -> Finished:
-    """``bench.loadclient streams``: ``streams`` viewers asking for ``range_bytes`` ranges at
-    random offsets of a ``size``-byte file for ``seconds``, connecting over ``ramp`` seconds."""
-    return run_measured(
-        [
-            sys.executable,
-            "-m",
-            "bench.loadclient",
-            "streams",
-            url,
-            "--size",
-            str(size),
-            "--streams",
-            str(streams),
-            "--range-bytes",
-            str(range_bytes),
-            "--duration",
-            str(seconds),
-            "--ramp",
-            str(ramp),
-        ],
-        timeout=seconds + ramp + 120,
-        env=python_env(),
-    )
+def loadclient(
+    mode: str, url: str, *, timeout: float, **options: float
+) -> tuple[Finished, dict[str, Any]]:
+    """``python -m bench.loadclient MODE URL --option value ...``: its JSON answer and its CPU.
+
+    Each keyword is one option (``range_bytes=`` is ``--range-bytes``). A load generator that
+    fails stops the run: its figures would be wrong, not merely low.
+    """
+    cmd = [sys.executable, "-m", "bench.loadclient", mode, url]
+    for name, value in options.items():
+        cmd += [f"--{name.replace('_', '-')}", str(value)]
+    fin = run_measured(cmd, timeout=timeout, env=python_env())
+    if fin.returncode != 0:
+        raise BenchError(f"bench.loadclient {mode} failed: {fin.stderr.strip()[-800:]}")
+    answer: dict[str, Any] = json.loads(fin.stdout)
+    return fin, answer
+
+
+def streams_timeout(seconds: float, ramp: float) -> float:
+    """How long a ``streams`` load may take: its ramp and window, plus time to stop."""
+    return seconds + ramp + 120
 
 
 def concurrent_streams(
@@ -347,14 +325,18 @@ def stream_level(
     sim0 = server.children_cpu_seconds() if simulator else 0.0
     ramp = max(0.2, n / 200)  # about 200 connects per second
     with RssSampler(server).running() as sampler:
-        fin = loadclient_streams(
-            url, size=size, streams=n, range_bytes=range_bytes, seconds=seconds, ramp=ramp
+        fin, r = loadclient(
+            "streams",
+            url,
+            timeout=streams_timeout(seconds, ramp),
+            size=size,
+            streams=n,
+            range_bytes=range_bytes,
+            duration=seconds,
+            ramp=ramp,
         )
     cpu, wait = server.cpu_seconds() - cpu0, server.cpu_wait_seconds() - wait0
     sim = server.children_cpu_seconds() - sim0 if simulator else None
-    if fin.returncode != 0:
-        raise BenchError(f"bench.loadclient streams failed: {fin.stderr.strip()[-800:]}")
-    r = json.loads(fin.stdout)
     peak = max(sampler.peak, server.peak_rss() if hwm else 0)
     return {
         "streams": n,
@@ -539,26 +521,7 @@ def hangup_viewers(url: str, size: int, *, count: int, read_bytes: int) -> dict[
     base = base_of(url)
     wait_idle(base, timeout=60)
     before = getfile_requests(base)
-    fin = run_measured(
-        [
-            sys.executable,
-            "-m",
-            "bench.loadclient",
-            "hangup",
-            url,
-            "--size",
-            str(size),
-            "--count",
-            str(count),
-            "--read-bytes",
-            str(read_bytes),
-        ],
-        timeout=600,
-        env=python_env(),
-    )
-    if fin.returncode != 0:
-        raise BenchError(f"bench.loadclient hangup failed: {fin.stderr.strip()[-800:]}")
-    r = json.loads(fin.stdout)
+    _, r = loadclient("hangup", url, timeout=600, size=size, count=count, read_bytes=read_bytes)
     settled = wait_idle(base, timeout=60)  # requests are counted when sent: none after idle
     requests = getfile_requests(base) - before
     return {
@@ -589,26 +552,9 @@ def aborted_downloads(
     base = base_of(url)
 
     def aborts(n: int) -> dict[str, Any]:
-        fin = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "bench.loadclient",
-                "abort",
-                url,
-                "--size",
-                str(size),
-                "--count",
-                str(n),
-                "--concurrency",
-                str(concurrency),
-            ],
-            timeout=600,
-            env=python_env(),
+        fin, result = loadclient(
+            "abort", url, timeout=600, size=size, count=n, concurrency=concurrency
         )
-        if fin.returncode != 0:
-            raise BenchError(f"bench.loadclient abort failed: {fin.stderr.strip()[-800:]}")
-        result: dict[str, Any] = json.loads(fin.stdout)
         result["client_cpu_share"] = round(fin.cpu_share, 3)
         return result
 
