@@ -237,6 +237,25 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
 
+#: What every StreamBot under test runs with, whatever the section.
+SERVER_SETTINGS = {
+    # Access logs off for every server compared; warnings still reach the log.
+    "LOG_LEVEL": "WARNING",
+    "SHUTDOWN_GRACE_SECONDS": "1",
+    # Every simulated viewer comes from 127.0.0.1: per-client caps would measure themselves,
+    # not the server (the hostile-clients scenario sets its own).
+    "MAX_STREAMS_PER_CLIENT": "100000",
+    "MAX_CONNECTIONS_PER_CLIENT": "100000",
+}
+
+
+def streambot_command(run_dir: Path, *args: str) -> list[str]:
+    """``python -m streambot ARGS`` with an empty env file: settings come from the environment."""
+    env_file = run_dir / "bench.env"
+    env_file.write_text("# empty: the benchmark passes its settings in the environment\n")
+    return [sys.executable, "-m", "streambot", "--env-file", str(env_file), *args]
+
+
 def demo_server(
     name: str,
     workdir: Path,
@@ -255,17 +274,11 @@ def demo_server(
     """
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    env_file = run_dir / "bench.env"
-    env_file.write_text("# empty: the benchmark passes its settings in the environment\n")
     links = run_dir / "links.json"
     links.unlink(missing_ok=True)
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streambot",
-        "--env-file",
-        str(env_file),
+    cmd = streambot_command(
+        run_dir,
         "demo",
         "--host",
         "127.0.0.1",
@@ -277,24 +290,12 @@ def demo_server(
         str(links),
         "--telegram",
         telegram,
-    ]
+    )
     for spec in synthetic:
         cmd += ["--synthetic", spec]
     if file_dc is not None:
         cmd += ["--file-dc", str(file_dc)]
-    env = python_env(
-        {
-            # Access logs off for both servers compared; warnings still reach the log.
-            "LOG_LEVEL": "WARNING",
-            "LOG_DIR": str(run_dir / "logs"),
-            "SHUTDOWN_GRACE_SECONDS": "1",
-            # Every simulated viewer comes from 127.0.0.1: per-client caps would measure
-            # themselves, not the server (the hostile-clients scenario sets its own).
-            "MAX_STREAMS_PER_CLIENT": "100000",
-            "MAX_CONNECTIONS_PER_CLIENT": "100000",
-            **settings,
-        }
-    )
+    env = python_env({**SERVER_SETTINGS, "LOG_DIR": str(run_dir / "logs"), **settings})
     return Server(name, cmd, env=env, cwd=run_dir, ready=links.exists), links
 
 

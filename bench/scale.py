@@ -40,7 +40,14 @@ from typing import Any
 import psutil
 
 from bench import scenarios
-from bench.procs import BenchError, Server, free_port, python_env
+from bench.procs import (
+    SERVER_SETTINGS,
+    BenchError,
+    Server,
+    free_port,
+    python_env,
+    streambot_command,
+)
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -182,28 +189,14 @@ class Node:
             "BIND_HOST": "127.0.0.1",
             "PORT": str(port),
             "DATA_DIR": str(data_dir or run_dir / "data"),
+            **SERVER_SETTINGS,
             "LOG_DIR": str(run_dir / "logs"),
-            "LOG_LEVEL": "WARNING",  # no access log, as in every other section
             "LINK_SECRET": SECRET,
-            "SHUTDOWN_GRACE_SECONDS": "1",
-            "MAX_STREAMS_PER_CLIENT": "100000",
-            "MAX_CONNECTIONS_PER_CLIENT": "100000",
             **({"BOT_TOKEN": bot_token} if bot_token else {}),
             **{f"MULTI_TOKEN{i}": t for i, t in enumerate(worker_tokens, 1)},
             **settings,
         }
-        env_file = run_dir / "bench.env"
-        env_file.write_text("# empty: the benchmark passes its settings in the environment\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "streambot",
-            "--env-file",
-            str(env_file),
-            "run",
-            "--telegram",
-            str(telegram.info_path),
-        ]
+        cmd = streambot_command(run_dir, "run", "--telegram", str(telegram.info_path))
         self.port = port
         self.server: Server = Server(
             name,
