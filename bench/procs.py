@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -33,11 +34,36 @@ class BenchError(Exception):
     """A process of the benchmark failed to start or answered wrongly; the run cannot go on."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on loopback right now, for a server that binds it a moment later.
+
+    The port comes from outside the kernel's ephemeral range. ``bind(0)`` would pick from inside
+    it, where the kernel also picks the source port of every outgoing connection. Between this
+    probe and the server's bind, one of the many loopback connections a run opens (bots to the
+    simulator, load generators to servers) can take the port. CI failed once that way, with
+    "Address already in use".
+    """
+    low, high = _ephemeral_range()
+    below, above = range(10_000, low), range(high + 1, 65_536)
+    candidates = below if len(below) >= len(above) else above
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.choice(candidates) if candidates else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise BenchError("no free TCP port on loopback outside the ephemeral range")
 
 
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

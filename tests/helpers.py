@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+# One free-port rule for tests and benchmarks (why it avoids the ephemeral range: its docstring).
+from bench.procs import free_port as free_port
 from streambot import links
 from streambot.app import SERVICES, Services
 from streambot.config import Settings
@@ -185,12 +186,6 @@ def streambot(
 
 
 STARTUP_DEADLINE = 60.0  # seconds; start-up is ~2-3 s here, the margin is for loaded CI machines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_for_file(path: Path, deadline: float) -> None:

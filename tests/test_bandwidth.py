@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from streambot.sqlite_store import SqliteStore
 from streambot.store import Store, StoredFile, StoreError
 
 from .clock import ManualClock
-from .helpers import Running, StartApp
+from .helpers import Running, StartApp, free_port
 
 DAY = 86_400.0
 T0 = datetime(2026, 3, 31, 23, 0, tzinfo=UTC).timestamp()  # one hour before a month ends
@@ -198,12 +197,6 @@ async def test_revocation_reaches_another_node(tmp_path: Path, start_app: StartA
     assert (await node_b.client.get(path)).status == 410
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _db_total(db: Path) -> int:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -229,7 +222,7 @@ def demo_process(
         "BANDWIDTH_FLUSH_SECONDS": flush_seconds,
         "LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "streambot", "demo", "--port", str(_free_port())]
+    command = [sys.executable, "-m", "streambot", "demo", "--port", str(free_port())]
     proc = subprocess.Popen(
         [*command, "--links-out", str(links)],
         env=env,

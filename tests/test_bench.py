@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench.procs import free_port
 from streambot.demo import SyntheticFile, parse_size
 from streambot.simulator.content import synthetic_bytes
 
@@ -234,3 +236,17 @@ def test_wire_demos_start_in_groups_that_keep_every_prefetch_once() -> None:
     assert chunks([1, 8], 3) == [(1, 8)]
     assert chunks([1, 2], 1) == [(1,), (2,)]
     assert chunks([], 3) == []
+
+
+def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
+    """Servers under test get ports the kernel never hands to outgoing connections.
+
+    A port inside the ephemeral range can become some loopback connection's source port between
+    the probe and the server's bind; that made CI fail once with "Address already in use".
+    """
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(50):
+        port = free_port()
+        assert not low <= port <= high
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import API_HASH, BOT_TOKEN, GOOD, cli_env, streambot
+from .helpers import API_HASH, BOT_TOKEN, GOOD, cli_env, free_port, streambot
 
 
 def write_env(path: Path, values: dict[str, str]) -> Path:
@@ -135,12 +134,6 @@ def test_run_without_credentials_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     for name in ("API_ID", "API_HASH", "BOT_TOKEN", "BIN_CHANNEL", "BASE_URL"):
         assert f"{name} is required" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run_config(tmp_path: Path, **extra: str) -> None:
