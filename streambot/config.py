@@ -495,7 +495,7 @@ class Settings:
         8,
         group="Streaming",
         example="8",
-        doc="GetFile requests in flight per stream (1 = sequential, like peer bots). 8 fills the media connections of one bot and DC (MEDIA_CONNECTIONS x MEDIA_AWAITED_KIB = 8 MiB); more gains nothing unless those grow too. See bench/README.md.",
+        doc="GetFile requests in flight per stream (1 = sequential, like peer bots). 8 fills the media connections of one bot and DC (MEDIA_CONNECTIONS x MEDIA_AWAITED_KIB = 8 MiB); more gains nothing unless those grow too, and `check` warns. See bench/README.md.",
         check=_between(1, 64),
     )
     stream_prefetch_start: int = _setting(
@@ -994,6 +994,7 @@ class Settings:
             settings = cls.from_env(merged, require_telegram=require_telegram, overrides=overrides)
         except ConfigError as exc:
             raise ConfigError(exc.problems, warnings=warnings, source=source) from None
+        warnings += tuning_warnings(settings)
         return settings, LoadReport(source=source, warnings=tuple(warnings))
 
     @property
@@ -1043,6 +1044,28 @@ def unknown_names(names: Sequence[str]) -> list[str]:
             hint = "ignored (see config.env.sample for every setting)"
         found.append(f"{name} is not a StreamBot setting; {hint}")
     return found
+
+
+def tuning_warnings(settings: Settings) -> list[str]:
+    """Settings that are valid but cannot do what the operator raised them for.
+
+    A stream's read-ahead is served by the media connections of one bot and DC, which await at
+    most MEDIA_CONNECTIONS x MEDIA_AWAITED_KIB of answers; requests beyond that wait in their
+    queue. The wire benchmark measured prefetch 16 at the same MiB/s as 8 with the default pool
+    (bench/README.md), so a larger STREAM_PREFETCH alone only holds more memory per stream.
+    """
+    pool_kib = settings.media_connections * settings.media_awaited_kib
+    wanted_kib = settings.stream_prefetch * settings.stream_block_size_kib
+    if wanted_kib <= pool_kib:
+        return []
+    blocks = max(1, pool_kib // settings.stream_block_size_kib)
+    return [
+        f"STREAM_PREFETCH ({settings.stream_prefetch}) asks for more than the media connections "
+        f"carry: MEDIA_CONNECTIONS x MEDIA_AWAITED_KIB = {settings.media_connections} x "
+        f"{settings.media_awaited_kib} KiB holds {blocks} blocks of STREAM_BLOCK_SIZE_KIB="
+        f"{settings.stream_block_size_kib}, so the rest wait in the queue; "
+        f"e.g. STREAM_PREFETCH={blocks}, or raise MEDIA_AWAITED_KIB with it"
+    ]
 
 
 def _display_host(host: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streambot.config import ConfigError, Settings, ensure_link_secret
+from streambot.config import ConfigError, Settings, ensure_link_secret, tuning_warnings
 
 TOKEN = "123456789:AAExampleExampleExampleExampleExam"
 VALID: dict[str, str] = {
@@ -467,3 +467,37 @@ def test_cross_field_checks_skip_settings_already_reported_invalid() -> None:
         )
     (problem,) = failed.value.problems
     assert problem.startswith("LINK_SECRET must be at least 32 characters")
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({}, False),  # the defaults: 8 x 1 MiB = 4 x 2048 KiB
+        ({"STREAM_PREFETCH": "9"}, True),
+        ({"STREAM_PREFETCH": "16", "MEDIA_AWAITED_KIB": "4096"}, False),
+        ({"STREAM_PREFETCH": "16", "MEDIA_CONNECTIONS": "8"}, False),
+        ({"STREAM_PREFETCH": "16", "STREAM_BLOCK_SIZE_KIB": "512"}, False),
+        ({"STREAM_PREFETCH": "2", "MEDIA_CONNECTIONS": "1", "MEDIA_AWAITED_KIB": "512"}, True),
+    ],
+)
+def test_tuning_warns_when_prefetch_outruns_the_media_connections(
+    env: dict[str, str], warned: bool
+) -> None:
+    """Read-ahead beyond what one bot's media connections await only queues (bench/README)."""
+    found = tuning_warnings(Settings.from_env({**VALID, **env}))
+    assert bool(found) == warned
+    for text in found:
+        assert text.startswith("STREAM_PREFETCH (")
+        assert "MEDIA_AWAITED_KIB" in text
+        assert "e.g. STREAM_PREFETCH=" in text
+
+
+def test_load_checked_reports_the_tuning_warning(tmp_path: Path) -> None:
+    """`check` and `run` print it with the other warnings; it is no problem (the load succeeds)."""
+    env_file = tmp_path / "config.env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in {**VALID, "STREAM_PREFETCH": "16"}.items())
+    )
+    settings, report = Settings.load_checked(env_file, environ={})
+    assert settings.stream_prefetch == 16
+    assert any("STREAM_PREFETCH (16)" in w and "STREAM_PREFETCH=8" in w for w in report.warnings)
