@@ -32,6 +32,7 @@ from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.ratelimit import LinkRateLimiter
+from streambot.botclaims import BotClaims, bot_id, holder_name
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog
 from streambot.config import Settings, save_link_secret
@@ -44,7 +45,7 @@ from streambot.notify import AdminNotifier
 from streambot.sessionlock import SessionLock
 from streambot.simulator import SimulatedTelegram, offline
 from streambot.sqlite_store import SqliteStore
-from streambot.store import Store, link_secret_fingerprint
+from streambot.store import Store, StoreError, link_secret_fingerprint
 from streambot.streamer import Streamer, StreamerConfig
 from streambot.supervisor import Supervisor
 from streambot.units import KIB, MIB, plural
@@ -88,6 +89,7 @@ class Services:
     scheduler: CleanupScheduler
     connections: ConnectionGuard
     session_lock: SessionLock
+    bot_claims: BotClaims
     simulator: SimulatedTelegram | None = None
     log_filter: SmartLogFilter | None = None
     link_secret_fresh: bool = False
@@ -316,6 +318,14 @@ async def create_app(
             exempt=lambda peer: client_address.is_trusted(peer, trusted),
         ),
         session_lock=SessionLock(settings.data_dir / "sessions"),
+        bot_claims=BotClaims(
+            store,
+            [
+                bot_id(t)
+                for t in ((settings.bot_token,) if bot_node else ()) + settings.worker_tokens
+            ],
+            holder_name(settings.data_dir),
+        ),
         simulator=simulator,
         link_secret_fresh=link_secret_fresh,
         log_filter=log_filter,
@@ -343,6 +353,7 @@ async def create_app(
     app.cleanup_ctx.append(_session_lock_ctx)
     app.cleanup_ctx.append(_memory_log_span("Startup", "Shutdown", flush=True))
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_bot_claims_ctx)
     app.cleanup_ctx.append(_memory_log_span("Fleet start", "Fleet stop"))
     app.cleanup_ctx.append(_fleet_ctx)
     app.cleanup_ctx.append(_supervisor_ctx)
@@ -455,6 +466,7 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         supervisor=services.supervisor,
         memlog=memlog,
         store=services.store,
+        bot_claims=services.bot_claims,
         log_filter=services.log_filter,
     ):
         scheduler.add(spec)
@@ -489,6 +501,20 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await store.close()
+
+
+async def _bot_claims_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Claim this node's bots on the shared database before any of them logs in (botclaims)."""
+    claims = app[SERVICES].bot_claims
+    await claims.claim()
+    try:
+        yield
+    finally:
+        # After the fleet stopped (ctx entries unwind in reverse): the bots are free now.
+        try:
+            await claims.release()
+        except StoreError as exc:
+            log.warning("could not release this node's bots (they free themselves later): %s", exc)
 
 
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:

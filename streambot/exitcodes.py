@@ -12,7 +12,8 @@ from typing import Final
 OK: Final = 0
 #: Invalid configuration or command-line arguments: restarting cannot help, fix the settings.
 CONFIG: Final = 2
-#: Could not start: Telegram unreachable, port in use, DATA_DIR unusable. Worth retrying.
+#: Could not start: Telegram unreachable, port in use, DATA_DIR unusable, bots in use by
+#: another node. Worth retrying.
 STARTUP: Final = 3
 #: Telegram answered the login with a FloodWait (the bot logged in too often): restarting
 #: at once would only lengthen the wait, so supervisors should back off (EX_TEMPFAIL).
@@ -22,6 +23,6 @@ LOGIN_FLOOD_WAIT: Final = 75
 DESCRIPTIONS: Final = {
     OK: "stopped cleanly / success",
     CONFIG: "invalid configuration or arguments (nothing is retried)",
-    STARTUP: "could not start (Telegram unreachable, port in use, DATA_DIR unusable)",
+    STARTUP: "could not start (Telegram unreachable, port in use, DATA_DIR unusable, bots in use)",
     LOGIN_FLOOD_WAIT: "Telegram refused the login for a while (FloodWait): restart later",
 }

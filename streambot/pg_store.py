@@ -23,13 +23,14 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 
+from streambot.botclaims import BotClaim, BotsInUse, conflicts
 from streambot.event_wait import wait_set
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
@@ -554,6 +555,40 @@ class PgStore:
             )
         )
         return won is not None
+
+    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
+        now = self._clock()
+        ids = sorted(set(bot_ids))  # one lock order for every node: no deadlock between claims
+
+        async def work(conn: asyncpg.Connection) -> None:
+            # Rows that exist are locked by the SELECT; rows that do not are inserted first, so
+            # two nodes claiming a new bot at once serialise on its primary key.
+            await conn.executemany(
+                "INSERT INTO bot_claims (bot_id, holder, seen_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (bot_id) DO NOTHING",
+                [(b, holder, now) for b in ids],
+            )
+            rows = await conn.fetch(
+                "SELECT bot_id, holder, seen_at FROM bot_claims WHERE bot_id = ANY($1::text[])"
+                " FOR UPDATE",
+                ids,
+            )
+            claims = (BotClaim(r["bot_id"], r["holder"], r["seen_at"]) for r in rows)
+            taken = conflicts(claims, holder, now)
+            if taken:
+                raise BotsInUse(taken, now)  # rolls the transaction back: no bot is claimed
+            await conn.execute(
+                "UPDATE bot_claims SET holder = $2, seen_at = $3 WHERE bot_id = ANY($1::text[])",
+                ids,
+                holder,
+                now,
+            )
+
+        if ids:
+            await self._write(work)
+
+    async def release_bots(self, holder: str) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM bot_claims WHERE holder = $1", holder))
 
     # -- plumbing ----------------------------------------------------------------------
 

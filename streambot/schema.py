@@ -173,6 +173,29 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    # v4: which node logs in which bot (streambot.botclaims), so a second process with the same
+    # token refuses to start instead of splitting the bot's updates or limits.
+    Migration(
+        4,
+        sqlite=(
+            """
+            CREATE TABLE bot_claims (
+                bot_id  TEXT PRIMARY KEY,
+                holder  TEXT NOT NULL,
+                seen_at REAL NOT NULL
+            )
+            """,
+        ),
+        postgres=(
+            """
+            CREATE TABLE bot_claims (
+                bot_id  text PRIMARY KEY,
+                holder  text NOT NULL,
+                seen_at double precision NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -18,13 +18,14 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Final, TypeVar
 
 from streambot.backoff import Backoff
+from streambot.botclaims import BotClaim, BotsInUse, conflicts
 from streambot.private import private_file, tighten_all
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
@@ -483,6 +484,35 @@ class SqliteStore:
             return row is not None
 
         return await self._write(work)
+
+    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
+        now = self._clock()
+        ids = sorted(set(bot_ids))
+
+        def work(conn: sqlite3.Connection) -> None:
+            # BEGIN IMMEDIATE (see _transaction) serialises this with every other node's claim.
+            marks = ", ".join("?" * len(ids))  # only placeholders go into the text
+            rows = conn.execute(
+                f"SELECT bot_id, holder, seen_at FROM bot_claims WHERE bot_id IN ({marks})",
+                ids,
+            ).fetchall()
+            taken = conflicts((BotClaim(str(b), str(h), float(t)) for b, h, t in rows), holder, now)
+            if taken:
+                raise BotsInUse(taken, now)  # rolls the transaction back: no bot is claimed
+            conn.executemany(
+                "INSERT INTO bot_claims (bot_id, holder, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (bot_id) DO UPDATE SET holder = excluded.holder,"
+                " seen_at = excluded.seen_at",
+                [(b, holder, now) for b in ids],
+            )
+
+        if ids:
+            await self._write(work)
+
+    async def release_bots(self, holder: str) -> None:
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM bot_claims WHERE holder = ?", (holder,))
+        )
 
     # -- diagnostics -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Final, Protocol
@@ -138,6 +138,18 @@ class Store(Protocol):
 
     async def claim_job(self, job: str, period: str, holder: str) -> bool:
         """True for exactly one caller per ``(job, period)`` across every node sharing the store."""
+        ...
+
+    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
+        """Claim ``bot_ids`` for ``holder`` (or refresh its claim) in one transaction.
+
+        Raises ``botclaims.BotsInUse`` and claims none of them when another holder's claim on
+        any is still live (``botclaims.conflicts``).
+        """
+        ...
+
+    async def release_bots(self, holder: str) -> None:
+        """Drop every claim of ``holder`` (a clean stop)."""
         ...
 
 

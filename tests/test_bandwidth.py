@@ -184,12 +184,13 @@ async def test_revocation_reaches_another_node(tmp_path: Path, start_app: StartA
     test_guard.py.
     """
     db = str(tmp_path / "shared.sqlite3")
-    world_a, world_b = build_world(), build_world()
+    # B is a web node with a worker bot of its own: one bot in two live nodes is refused.
+    world_a, world_b = build_world(), build_world(workers=1)
     _, msg_a = world_a.store(SyntheticContent(100, seed=1), name="e.bin")
     _, msg_b = world_b.store(SyntheticContent(100, seed=1), name="e.bin")
     assert msg_a == msg_b
     node_a = await start_app(world_a, database_path=db)
-    node_b = await start_app(world_b, database_path=db, cache_guard_ttl=0.0)
+    node_b = await start_app(world_b, database_path=db, node_role="web", cache_guard_ttl=0.0)
     path = node_b.dl_path(msg_b, "e.bin")
     assert (await node_b.client.get(path)).status == 200
     assert node_a.services.store is not None

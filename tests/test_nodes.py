@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from streambot.app import create_app
 from streambot.config import Settings, load_link_secret
 from streambot.fleet import session_name
+from streambot.schema import latest_version
 from streambot.simulator import SyntheticContent
 from streambot.simulator.world import build_world, world_settings
 from streambot.store import LinkSecretMismatch
@@ -116,7 +117,8 @@ def test_an_older_node_refuses_a_newer_schema_in_one_sentence(tmp_path: Path) ->
     assert result.returncode == 3, result.stderr
     last = result.stderr.splitlines()[-1]
     assert last.startswith("StreamBot could not start: database ")
-    assert "has schema version 42, but this StreamBot supports up to version 3" in last
+    known = latest_version()
+    assert f"has schema version 42, but this StreamBot supports up to version {known}" in last
     assert last.count(". ") == 0  # one sentence
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from pathlib import Path
 
 import aiohttp
 
+from streambot import exitcodes
 from streambot.simulator.wire.info import SimulatorInfo
 
 from .helpers import Proc, Start, call, free_port, reply_from_bot, start_simulator
@@ -91,6 +93,21 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
     ]
     await asyncio.gather(*(n.wait_stderr("serving on") for n in nodes))
 
+    # A third process given the web process's worker token (its own DATA_DIR, so no session
+    # lock stops it) is refused by the claim in the shared file before it logs in.
+    copy_env = env_file(
+        tmp_path, info, "copy", free_port(), NODE_ROLE="web", MULTI_TOKEN1=web_bot["token"]
+    )
+    copy = await start_streambot("--env-file", str(copy_env), "run", "--telegram", info_file)
+    async with asyncio.timeout(60):
+        assert await copy.proc.wait() == exitcodes.STARTUP
+    refusal = copy.stderr.read_text()
+    web_id = str(web_bot["bot"])
+    assert f"bot {web_id} by the node at " in refusal
+    assert re.search(r"by the node at [^ ]+/web/data \(\d+ s ago\)", refusal), refusal
+    assert web_bot["token"] not in refusal
+    assert not list((tmp_path / "copy" / "data" / "sessions").glob("*.session*"))
+
     payload = tmp_path / "clip.mp4"
     payload.write_bytes(os.urandom((1 << 20) + 4321))
     reply = await reply_from_bot(info, USER, {"file": {"path": str(payload)}})
@@ -99,7 +116,6 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
     # The bot process's link is served byte-exact by both processes: fresh connections until the
     # web process's own bot has fetched from Telegram, and the bot process's bots too.
     before = await getfiles(info)
-    web_id = str(web_bot["bot"])
     for _ in range(SPREAD):
         assert await fresh_get(link) == (200, payload.read_bytes())
     after = await getfiles(info)
@@ -133,5 +149,11 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
     for name, names in expected.items():
         folder = tmp_path / name / "data" / "sessions"
         assert {p.name.split(".session")[0] for p in folder.glob("*.session*")} == names
+    # A clean stop released the claims: the same token now starts at once in another folder.
+    copy = await start_streambot("--env-file", str(copy_env), "run", "--telegram", info_file)
+    await copy.wait_stderr("serving on")
+    copy.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await copy.proc.wait() == 0, copy.stderr.read_text()
     code, _ = await sim.stop()
     assert code == 0

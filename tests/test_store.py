@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from streambot.botclaims import STALE_SECONDS, BotsInUse
 from streambot.pg_store import PgStore
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.sqlite_store import SqliteStore
@@ -35,7 +36,7 @@ from streambot.store import (
 from .clock import ManualClock
 from .pg import fresh_schema
 
-LATEST_VERSION = 3
+LATEST_VERSION = 4
 
 # A frozen snapshot of what a v1 database looked like on disk. It is written out by hand
 # (not taken from the store's migration list) so that editing the migrations cannot
@@ -179,7 +180,7 @@ async def test_schema_too_new_is_refused_untouched(tmp_path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA user_version = 99")
 
-    with pytest.raises(SchemaTooNew, match=r"version 99.*version 3"):
+    with pytest.raises(SchemaTooNew, match=rf"version 99.*version {LATEST_VERSION}"):
         await SqliteStore(path).open()
 
     assert pragma(path, "user_version") == 99
@@ -718,6 +719,40 @@ async def test_concurrent_job_claims_have_one_winner(store: Store) -> None:
         *(store.claim_job("daily", "2024-06-01", f"n{i}") for i in range(10))
     )
     assert sorted(wins) == [False] * 9 + [True]
+
+
+async def test_bots_are_claimed_by_one_live_node_at_a_time(
+    store: Store, clock: ManualClock
+) -> None:
+    """claim_bots: all or none; refreshed by the holder; free after release or STALE_SECONDS."""
+    await store.claim_bots(["1", "2"], "host:/a")
+    with pytest.raises(BotsInUse) as caught:
+        await store.claim_bots(["3", "2"], "host:/b")
+    assert [(c.bot_id, c.holder) for c in caught.value.conflicts] == [("2", "host:/a")]
+    assert "bot 2 by the node at host:/a" in str(caught.value)
+    # The refusal took nothing: bot 3 is still free for a third node.
+    await store.claim_bots(["3"], "host:/c")
+    clock.now += STALE_SECONDS - 1
+    await store.claim_bots(["1", "2"], "host:/a")  # a refresh (and a restart of the same node)
+    clock.now += STALE_SECONDS - 1
+    with pytest.raises(BotsInUse):
+        await store.claim_bots(["2"], "host:/b")  # refreshed 119 s ago: still live
+    await store.release_bots("host:/a")
+    await store.claim_bots(["2"], "host:/b")
+    # host:/c has not refreshed bot 3 for 238 s: it is taken as gone.
+    await store.claim_bots(["1", "3"], "host:/b")
+    with pytest.raises(BotsInUse) as caught:
+        await store.claim_bots(["1", "2", "3"], "host:/c")
+    assert [c.bot_id for c in caught.value.conflicts] == ["1", "2", "3"]
+
+
+async def test_concurrent_claims_of_one_bot_have_one_winner(store: Store) -> None:
+    """Ten nodes starting at once with the same worker bot: exactly one starts."""
+    results = await asyncio.gather(
+        *(store.claim_bots(["42", f"own-{i}"], f"host:/n{i}") for i in range(10)),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["BotsInUse"] * 9 + ["NoneType"]
 
 
 @pytest.mark.parametrize(

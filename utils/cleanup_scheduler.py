@@ -34,9 +34,11 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from streambot.botclaims import REFRESH_SECONDS
 from utils.memory_manager import JobRow
 
 if TYPE_CHECKING:
+    from streambot.botclaims import BotClaims
     from streambot.catalog import Catalog
     from streambot.config import Settings
     from streambot.store import Store
@@ -332,6 +334,7 @@ def standard_jobs(
     supervisor: Supervisor,
     memlog: MemoryLog,
     store: Store | None = None,
+    bot_claims: BotClaims | None = None,
     log_filter: SmartLogFilter | None = None,
 ) -> list[JobSpec]:
     """The application's jobs with their triggers taken from ``settings``."""
@@ -392,6 +395,15 @@ def standard_jobs(
                 "logger cache",
                 lambda: cleanup_logger_cache(log_filter),
                 every(settings.log_cache_cleanup_interval_seconds),
+            )
+        )
+    if bot_claims is not None:
+        jobs.append(
+            JobSpec(
+                "bot_claims",
+                "bot claims",
+                bot_claims.refresh,
+                every(REFRESH_SECONDS),
             )
         )
     if store is not None:
