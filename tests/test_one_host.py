@@ -53,10 +53,11 @@ def env_file(tmp_path: Path, info: SimulatorInfo, name: str, port: int, **extra:
     return env
 
 
-async def getfiles(info: SimulatorInfo) -> dict[str, int]:
+async def requests_by_bot(info: SimulatorInfo, method: str) -> dict[str, int]:
+    """How many ``method`` requests Telegram answered for each bot (id), from its side."""
     status, stats = await call("GET", info.control_url + "/stats")
     assert status == 200
-    return {bot: m.get("upload.GetFile", 0) for bot, m in stats["requests"]["by_bot"].items()}
+    return {bot: m.get(method, 0) for bot, m in stats["requests"]["by_bot"].items()}
 
 
 async def fresh_get(url: str) -> tuple[int, bytes]:
@@ -98,9 +99,13 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
     copy_env = env_file(
         tmp_path, info, "copy", free_port(), NODE_ROLE="web", MULTI_TOKEN1=web_bot["token"]
     )
+    logins = await requests_by_bot(info, "auth.ImportBotAuthorization")
     copy = await start_streambot("--env-file", str(copy_env), "run", "--telegram", info_file)
     async with asyncio.timeout(60):
         assert await copy.proc.wait() == exitcodes.STARTUP
+    assert (
+        await requests_by_bot(info, "auth.ImportBotAuthorization") == logins
+    )  # Telegram never saw it log in
     refusal = copy.stderr.read_text()
     web_id = str(web_bot["bot"])
     assert f"bot {web_id} by the node at " in refusal
@@ -115,10 +120,10 @@ async def test_two_processes_share_a_port_and_a_sqlite_file_with_bots_of_their_o
 
     # The bot process's link is served byte-exact by both processes: fresh connections until the
     # web process's own bot has fetched from Telegram, and the bot process's bots too.
-    before = await getfiles(info)
+    before = await requests_by_bot(info, "upload.GetFile")
     for _ in range(SPREAD):
         assert await fresh_get(link) == (200, payload.read_bytes())
-    after = await getfiles(info)
+    after = await requests_by_bot(info, "upload.GetFile")
     grew = {bot for bot, n in after.items() if n > before.get(bot, 0)}
     assert web_id in grew, after
     assert grew - {web_id}, after  # the bot process served some too

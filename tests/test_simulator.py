@@ -130,6 +130,8 @@ async def test_client_starts_and_stops(scene: Scene) -> None:
         assert client.me.username == "main_bot"
     assert not client.is_connected
     assert scene.tg.count("auth.ImportBotAuthorization") == 1
+    # The login counts for the bot whose token it carried (before it, the session is no bot's).
+    assert scene.tg.bot_counts[("auth.ImportBotAuthorization", scene.main.bot_id)] == 1
 
 
 async def test_get_messages_on_a_new_channel_id(scene: Scene) -> None:

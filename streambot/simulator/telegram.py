@@ -571,6 +571,18 @@ class SimulatedTelegram:
         bot_id = await session.client.storage.user_id()
         return self.bots.get(bot_id) if bot_id else None
 
+    def _counted_bot(self, bot: SimBot | None, query: TLObject[Any]) -> int:
+        """Whose request this is: the session's bot, or for a login the bot of its token, so a
+        test can tell which bots logged in (0: a session before any login, e.g. GetConfig)."""
+        if bot is not None:
+            return bot.bot_id
+        token = getattr(query, "bot_auth_token", "")
+        if isinstance(token, str):
+            found = next((b for b in self.bots.values() if b.token == token), None)
+            if found is not None:
+                return found.bot_id
+        return 0
+
     async def handle(self, session: SimSession, query: TLObject[Any]) -> Any:
         while isinstance(
             query, raw.functions.InvokeWithoutUpdates | raw.functions.InvokeWithTakeout
@@ -580,7 +592,7 @@ class SimulatedTelegram:
         bot = await self._bot_of(session)
         client_name = session.client.name
         self.counts[(name, client_name)] += 1
-        self.bot_counts[(name, bot.bot_id if bot else 0)] += 1
+        self.bot_counts[(name, self._counted_bot(bot, query))] += 1
         self.calls.append(
             Call(
                 name,

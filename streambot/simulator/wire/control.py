@@ -245,7 +245,8 @@ def reply_json(message: SentMessage) -> dict[str, Any]:
 
 
 def request_stats(telegram: SimulatedTelegram) -> dict[str, Any]:
-    """Requests the world answered, by method and by bot (bot id; "0" before a login)."""
+    """Requests the world answered, by method and by bot (bot id; a login counts for the bot of
+    its token; "0" is a session that is no bot's yet)."""
     by_method: Counter[str] = Counter()
     by_bot: dict[str, Counter[str]] = {}
     for (method, bot_id), n in telegram.bot_counts.items():
