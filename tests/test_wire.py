@@ -11,6 +11,7 @@ server in the test's event loop and against ``python -m streambot simulator`` in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import pyrogram
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,6 +81,20 @@ async def file_location(client: Any, sim: WireSim, name: str) -> tuple[Any, int]
     return loc, fid.dc_id
 
 
+@contextlib.asynccontextmanager
+async def media_session(
+    sim: WireSim, tmp_path: Path, name: str = "home.bin"
+) -> AsyncIterator[tuple[pyrogram.Client, Any, Any]]:
+    """A started client, the location of file ``name`` and a media session on its DC."""
+    client = make_client(sim, tmp_path)
+    await client.start()
+    try:
+        loc, dc = await file_location(client, sim, name)
+        yield client, loc, await client.get_session(dc, is_media=True)
+    finally:
+        await stop_client(client)
+
+
 async def download(session: Any, loc: Any, size: int, between: Any = None) -> bytes:
     out = bytearray()
     for i, offset in enumerate(range(0, size, MIB)):
@@ -118,12 +134,8 @@ async def test_get_messages_and_byte_exact_getfile_across_mib_edges_with_a_salt_
     sim: WireSim, tmp_path: Path
 ) -> None:
     needs(sim, "rotate_salt")
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
+    async with media_session(sim, tmp_path) as (client, loc, session):
         info = sim.files["home.bin"]
-        session = await client.get_session(dc, is_media=True)
         salts_before = sim.stats()["counters"].get("bad_server_salt", 0)
         data = await download(
             session, loc, info.size, between=lambda i: sim.rotate_salt() if i == 2 else None
@@ -140,8 +152,6 @@ async def test_get_messages_and_byte_exact_getfile_across_mib_edges_with_a_salt_
             raw.functions.upload.GetFile(location=exact_loc, offset=2 * MIB, limit=MIB)
         )
         assert tail.bytes == b""
-    finally:
-        await stop_client(client)
 
 
 async def test_a_file_on_a_foreign_dc_goes_through_a_new_key_and_export_import(
@@ -216,18 +226,12 @@ async def test_two_main_connections_with_one_key_kill_it(sim: WireSim, tmp_path:
 
 
 async def test_media_connections_may_share_the_main_key(sim: WireSim, tmp_path: Path) -> None:
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (client, loc, session):
         assert session.auth_key == await client.storage.auth_key()
         answer = await session.invoke(
             raw.functions.upload.GetFile(location=loc, offset=0, limit=4096)
         )
         assert len(answer.bytes) == 4096
-    finally:
-        await stop_client(client)
     assert "auth_key_duplicated" not in sim.stats()["counters"]
 
 
@@ -256,11 +260,7 @@ async def test_an_rst_with_a_request_in_flight_costs_the_whole_request_timeout(
     sim: WireSim, tmp_path: Path
 ) -> None:
     """Known gap (issue 13): pyrogram reconnects, but the orphaned request waits its timeout."""
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         accepted = sim.stats()["counters"]["connections_accepted"]
         sim.add_wire_fault("rst", bot=sim.bot_id, media=True)
         started = time.monotonic()
@@ -272,19 +272,13 @@ async def test_an_rst_with_a_request_in_flight_costs_the_whole_request_timeout(
         assert elapsed >= 1.5  # nothing failed the request early: it ran into its timeout
         assert sim.stats()["counters"]["wire_fault_rst"] == 1
         assert sim.stats()["counters"]["connections_accepted"] > accepted  # reconnected
-    finally:
-        await stop_client(client)
 
 
 async def test_a_black_hole_is_only_noticed_by_the_request_timeout(
     sim: WireSim, tmp_path: Path
 ) -> None:
     """Known gap (issue 13): an open socket that never answers looks healthy until a timeout."""
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         sim.add_wire_fault("blackhole", bot=sim.bot_id, media=True)
         with pytest.raises(TimeoutError):
             await session.invoke(
@@ -295,24 +289,16 @@ async def test_a_black_hole_is_only_noticed_by_the_request_timeout(
         assert session.is_started.is_set()  # pyrogram still believes in the connection
         media = [c for c in sim.stats()["connections"] if c["media"]]
         assert media  # and the server keeps the socket open
-    finally:
-        await stop_client(client)
 
 
 async def test_rpc_faults_of_the_world_travel_over_the_wire(sim: WireSim, tmp_path: Path) -> None:
     needs(sim, "world")
     assert isinstance(sim, InLoopSim)
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         sim.world.flood_wait(1)
         sim.world.expire_file_reference(next(iter(sim.world.files)))
         with pytest.raises(FileReferenceExpired):
             await session.invoke(raw.functions.upload.GetFile(location=loc, offset=0, limit=MIB))
-    finally:
-        await stop_client(client)
     assert sim.world.count("upload.GetFile") == 2  # FLOOD_WAIT_1 slept through, then the error
 
 
@@ -324,12 +310,8 @@ async def test_503_bad_msg_and_cdn_redirect_reach_a_plain_invoke_and_the_connect
     ``bad_msg_notification`` for the request's msg_id is handed to the invoker as the result
     (logged; neither raised nor resent); ``upload.fileCdnRedirect`` is returned as it is. The
     connection outlives each, and the next GetFile on it is byte-exact."""
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         info = sim.files["home.bin"]
-        session = await client.get_session(dc, is_media=True)
 
         async def get(offset: int) -> Any:
             query = raw.functions.upload.GetFile(location=loc, offset=offset, limit=MIB)
@@ -352,18 +334,12 @@ async def test_503_bad_msg_and_cdn_redirect_reach_a_plain_invoke_and_the_connect
         redirect = await get(2 * MIB)
         assert isinstance(redirect, raw.types.upload.FileCdnRedirect)
         assert (await get(2 * MIB)).bytes == synthetic_bytes(info.seed, 2 * MIB, MIB)
-    finally:
-        await stop_client(client)
 
 
 async def test_ping_delay_disconnect_closes_a_connection_that_stops_pinging(
     sim: WireSim, tmp_path: Path
 ) -> None:
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         accepted = sim.stats()["counters"]["connections_accepted"]
         pong = await session.send(raw.functions.PingDelayDisconnect(ping_id=7, disconnect_delay=1))
         assert pong.ping_id == 7
@@ -374,8 +350,6 @@ async def test_ping_delay_disconnect_closes_a_connection_that_stops_pinging(
             raw.functions.upload.GetFile(location=loc, offset=0, limit=4096), timeout=10
         )
         assert len(answer.bytes) == 4096
-    finally:
-        await stop_client(client)
 
 
 # ---------------------------------------------------------------------- pieces, table-tested
@@ -485,11 +459,7 @@ async def test_rtt_applies_to_every_packet_of_a_login(sim: WireSim, tmp_path: Pa
 async def test_bandwidth_is_shared_by_the_answers_on_one_connection(
     sim: WireSim, tmp_path: Path
 ) -> None:
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         sim.set_limits(bandwidth_mib_s=8)
         started = time.monotonic()
         answers = await asyncio.gather(
@@ -502,18 +472,12 @@ async def test_bandwidth_is_shared_by_the_answers_on_one_connection(
         assert [len(a.bytes) for a in answers] == [MIB, MIB]
         # 2 MiB through one 8 MiB/s pipe: 0.25 s at least (per request it would be 0.125 s).
         assert elapsed >= 0.25
-    finally:
-        await stop_client(client)
 
 
 async def test_a_stall_holds_the_answer_then_delivers_it_intact(
     sim: WireSim, tmp_path: Path
 ) -> None:
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         sim.add_wire_fault("stall", bot=sim.bot_id, media=True, seconds=1.0)
         started = time.monotonic()
         answer = await session.invoke(
@@ -521,16 +485,10 @@ async def test_a_stall_holds_the_answer_then_delivers_it_intact(
         )
         assert time.monotonic() - started >= 1.0
         assert answer.bytes == synthetic_bytes(sim.files["home.bin"].seed, MIB, MIB)
-    finally:
-        await stop_client(client)
 
 
 async def test_a_drip_trickles_the_answer(sim: WireSim, tmp_path: Path) -> None:
-    client = make_client(sim, tmp_path)
-    await client.start()
-    try:
-        loc, dc = await file_location(client, sim, "home.bin")
-        session = await client.get_session(dc, is_media=True)
+    async with media_session(sim, tmp_path) as (_client, loc, session):
         sim.add_wire_fault("drip", bot=sim.bot_id, media=True, seconds=0.5)
         started = time.monotonic()
         answer = await session.invoke(
@@ -539,8 +497,6 @@ async def test_a_drip_trickles_the_answer(sim: WireSim, tmp_path: Path) -> None:
         # 8 KiB (+ MTProto overhead) at 8 KiB/s: most of the 0.5 s drip window.
         assert time.monotonic() - started >= 0.45
         assert answer.bytes == synthetic_bytes(sim.files["home.bin"].seed, 0, 8192)
-    finally:
-        await stop_client(client)
 
 
 async def test_intermediate_transport_is_served(sim: WireSim, tmp_path: Path) -> None:
