@@ -32,11 +32,11 @@ from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.ratelimit import LinkRateLimiter
-from streambot.botclaims import BotClaims, bot_id, holder_name
+from streambot.botclaims import BotClaims, holder_name
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog
 from streambot.config import Settings, save_link_secret
-from streambot.fleet import ClientState, Fleet
+from streambot.fleet import ClientState, Fleet, bot_id
 from streambot.guard import LinkGuard
 from streambot.heap import Heap, HeapTrimmer
 from streambot.media import MediaConfig, MediaPools

@@ -57,11 +57,6 @@ class BotsInUse(StoreError):
         self.conflicts = tuple(conflicts)
 
 
-def bot_id(token: str) -> str:
-    """The bot's id: the part of its token before the colon, which is public."""
-    return token.split(":", 1)[0]
-
-
 def holder_name(data_dir: Path) -> str:
     """This node's name in the claims: host and sessions folder, stable across restarts.
 

@@ -134,13 +134,17 @@ async def has_saved_login(fc: FleetClient) -> bool:
     return await asyncio.to_thread(session_logged_in, path)
 
 
+def bot_id(token: str) -> str:
+    """The bot's id: the part of its token before the colon, which is public (the rest is not)."""
+    return token.split(":", 1)[0]
+
+
 def session_name(token: str, *, is_main: bool) -> str:
     """A session file name from the bot id part of a token, never from the secret part.
 
     Keyed by bot id so a changed token for another bot never reuses a stale session.
     """
-    bot_id = token.split(":", 1)[0]
-    return f"{'main' if is_main else 'worker'}-{bot_id}"
+    return f"{'main' if is_main else 'worker'}-{bot_id(token)}"
 
 
 class Fleet:

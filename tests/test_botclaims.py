@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streambot.botclaims import STALE_SECONDS, BotClaim, BotsInUse, bot_id, conflicts
+from streambot.botclaims import STALE_SECONDS, BotClaim, BotsInUse, conflicts
+from streambot.fleet import bot_id
 
 NOW = 10_000.0
 
