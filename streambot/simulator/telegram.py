@@ -576,12 +576,11 @@ class SimulatedTelegram:
         test can tell which bots logged in (0: a session before any login, e.g. GetConfig)."""
         if bot is not None:
             return bot.bot_id
-        token = getattr(query, "bot_auth_token", "")
-        if isinstance(token, str):
-            found = next((b for b in self.bots.values() if b.token == token), None)
-            if found is not None:
-                return found.bot_id
-        return 0
+        found = self._bot_by_token(getattr(query, "bot_auth_token", None))
+        return found.bot_id if found is not None else 0
+
+    def _bot_by_token(self, token: object) -> SimBot | None:
+        return next((b for b in self.bots.values() if b.token == token), None)
 
     async def handle(self, session: SimSession, query: TLObject[Any]) -> Any:
         while isinstance(
@@ -734,13 +733,12 @@ class SimulatedTelegram:
         )
 
     def on_auth_ImportBotAuthorization(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
-        for candidate in self.bots.values():
-            if candidate.token == q.bot_auth_token:
-                if s.dc_id != candidate.dc_id:  # a bot logs in on its home DC only
-                    self._err(q, 303, f"USER_MIGRATE_{candidate.dc_id}")
-                return raw.types.auth.Authorization(user=candidate.raw_user())
-        self._err(q, 400, "ACCESS_TOKEN_INVALID")
-        return None
+        candidate = self._bot_by_token(q.bot_auth_token)
+        if candidate is None:
+            self._err(q, 400, "ACCESS_TOKEN_INVALID")
+        if s.dc_id != candidate.dc_id:  # a bot logs in on its home DC only
+            self._err(q, 303, f"USER_MIGRATE_{candidate.dc_id}")
+        return raw.types.auth.Authorization(user=candidate.raw_user())
 
     def on_updates_GetState(self, s: SimSession, bot: SimBot | None, q: Any) -> Any:
         return raw.types.updates.State(pts=1, qts=0, date=int(time.time()), seq=0, unread_count=0)
