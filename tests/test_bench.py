@@ -245,6 +245,8 @@ def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
     the probe and the server's bind; that made CI fail once with "Address already in use".
     """
     low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    if low <= 10_000 and high >= 65_535:
+        pytest.skip(f"the ephemeral range {low}-{high} leaves no other port (bind(0) is used)")
     for _ in range(50):
         port = free_port()
         assert not low <= port <= high
