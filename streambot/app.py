@@ -32,7 +32,7 @@ from streambot.backoff import Backoff, Sleep
 from streambot.bandwidth import Bandwidth, Quotas
 from streambot.bot.handlers import BotContext, BotHandlers
 from streambot.bot.ratelimit import LinkRateLimiter
-from streambot.botclaims import BotClaims, holder_name
+from streambot.botclaims import BotClaims
 from streambot.budget import InflightBudget
 from streambot.catalog import Catalog
 from streambot.config import Settings, save_link_secret
@@ -324,7 +324,7 @@ async def create_app(
                 bot_id(t)
                 for t in ((settings.bot_token,) if bot_node else ()) + settings.worker_tokens
             ],
-            holder_name(settings.data_dir),
+            settings.data_dir,
         ),
         simulator=simulator,
         link_secret_fresh=link_secret_fresh,

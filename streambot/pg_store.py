@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from streambot.botclaims import BotClaim, BotsInUse, conflicts
+from streambot.botclaims import BotClaim, BotsInUse, Node, conflicts
 from streambot.event_wait import wait_set
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
@@ -556,7 +556,7 @@ class PgStore:
         )
         return won is not None
 
-    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
+    async def claim_bots(self, bot_ids: Sequence[str], node: Node) -> None:
         now = self._clock()
         ids = sorted(set(bot_ids))  # one lock order for every node: no deadlock between claims
 
@@ -564,31 +564,32 @@ class PgStore:
             # Rows that exist are locked by the SELECT; rows that do not are inserted first, so
             # two nodes claiming a new bot at once serialise on its primary key.
             await conn.executemany(
-                "INSERT INTO bot_claims (bot_id, holder, seen_at) VALUES ($1, $2, $3)"
+                "INSERT INTO bot_claims (bot_id, holder, place, seen_at) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (bot_id) DO NOTHING",
-                [(b, holder, now) for b in ids],
+                [(b, node.id, node.place, now) for b in ids],
             )
             rows = await conn.fetch(
-                "SELECT bot_id, holder, seen_at FROM bot_claims WHERE bot_id = ANY($1::text[])"
-                " FOR UPDATE",
+                "SELECT bot_id, holder, place, seen_at FROM bot_claims"
+                " WHERE bot_id = ANY($1::text[]) FOR UPDATE",
                 ids,
             )
-            claims = (BotClaim(r["bot_id"], r["holder"], r["seen_at"]) for r in rows)
-            taken = conflicts(claims, holder, now)
+            taken = conflicts((BotClaim(*row) for row in rows), node.id, now)
             if taken:
                 raise BotsInUse(taken, now)  # rolls the transaction back: no bot is claimed
             await conn.execute(
-                "UPDATE bot_claims SET holder = $2, seen_at = $3 WHERE bot_id = ANY($1::text[])",
+                "UPDATE bot_claims SET holder = $2, place = $3, seen_at = $4"
+                " WHERE bot_id = ANY($1::text[])",
                 ids,
-                holder,
+                node.id,
+                node.place,
                 now,
             )
 
         if ids:
             await self._write(work)
 
-    async def release_bots(self, holder: str) -> None:
-        await self._write(lambda c: c.execute("DELETE FROM bot_claims WHERE holder = $1", holder))
+    async def release_bots(self, node_id: str) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM bot_claims WHERE holder = $1", node_id))
 
     # -- plumbing ----------------------------------------------------------------------
 

@@ -182,6 +182,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             CREATE TABLE bot_claims (
                 bot_id  TEXT PRIMARY KEY,
                 holder  TEXT NOT NULL,
+                place   TEXT NOT NULL,
                 seen_at REAL NOT NULL
             )
             """,
@@ -191,6 +192,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             CREATE TABLE bot_claims (
                 bot_id  text PRIMARY KEY,
                 holder  text NOT NULL,
+                place   text NOT NULL,
                 seen_at double precision NOT NULL
             )
             """,

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Final, TypeVar
 
 from streambot.backoff import Backoff
-from streambot.botclaims import BotClaim, BotsInUse, conflicts
+from streambot.botclaims import BotClaim, BotsInUse, Node, conflicts
 from streambot.private import private_file, tighten_all
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.store import (
@@ -485,7 +485,7 @@ class SqliteStore:
 
         return await self._write(work)
 
-    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
+    async def claim_bots(self, bot_ids: Sequence[str], node: Node) -> None:
         now = self._clock()
         ids = sorted(set(bot_ids))
 
@@ -493,25 +493,25 @@ class SqliteStore:
             # BEGIN IMMEDIATE (see _transaction) serialises this with every other node's claim.
             marks = ", ".join("?" * len(ids))  # only placeholders go into the text
             rows = conn.execute(
-                f"SELECT bot_id, holder, seen_at FROM bot_claims WHERE bot_id IN ({marks})",
+                f"SELECT bot_id, holder, place, seen_at FROM bot_claims WHERE bot_id IN ({marks})",
                 ids,
             ).fetchall()
-            taken = conflicts((BotClaim(str(b), str(h), float(t)) for b, h, t in rows), holder, now)
+            taken = conflicts((BotClaim(*row) for row in rows), node.id, now)
             if taken:
                 raise BotsInUse(taken, now)  # rolls the transaction back: no bot is claimed
             conn.executemany(
-                "INSERT INTO bot_claims (bot_id, holder, seen_at) VALUES (?, ?, ?)"
+                "INSERT INTO bot_claims (bot_id, holder, place, seen_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (bot_id) DO UPDATE SET holder = excluded.holder,"
-                " seen_at = excluded.seen_at",
-                [(b, holder, now) for b in ids],
+                " place = excluded.place, seen_at = excluded.seen_at",
+                [(b, node.id, node.place, now) for b in ids],
             )
 
         if ids:
             await self._write(work)
 
-    async def release_bots(self, holder: str) -> None:
+    async def release_bots(self, node_id: str) -> None:
         await self._write(
-            lambda conn: conn.execute("DELETE FROM bot_claims WHERE holder = ?", (holder,))
+            lambda conn: conn.execute("DELETE FROM bot_claims WHERE holder = ?", (node_id,))
         )
 
     # -- diagnostics -------------------------------------------------------------------

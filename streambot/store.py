@@ -19,7 +19,10 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from streambot.botclaims import Node  # botclaims' error type is a StoreError
 
 __all__ = [
     "BANDWIDTH_SCOPES",
@@ -140,16 +143,16 @@ class Store(Protocol):
         """True for exactly one caller per ``(job, period)`` across every node sharing the store."""
         ...
 
-    async def claim_bots(self, bot_ids: Sequence[str], holder: str) -> None:
-        """Claim ``bot_ids`` for ``holder`` (or refresh its claim) in one transaction.
+    async def claim_bots(self, bot_ids: Sequence[str], node: Node) -> None:
+        """Claim ``bot_ids`` for ``node`` (or refresh its claim) in one transaction.
 
-        Raises ``botclaims.BotsInUse`` and claims none of them when another holder's claim on
+        Raises ``botclaims.BotsInUse`` and claims none of them when another node's claim on
         any is still live (``botclaims.conflicts``).
         """
         ...
 
-    async def release_bots(self, holder: str) -> None:
-        """Drop every claim of ``holder`` (a clean stop)."""
+    async def release_bots(self, node_id: str) -> None:
+        """Drop every claim of node ``node_id`` (a clean stop)."""
         ...
 
 

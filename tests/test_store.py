@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from streambot.botclaims import STALE_SECONDS, BotsInUse
+from streambot.botclaims import STALE_SECONDS, BotsInUse, Node
 from streambot.pg_store import PgStore
 from streambot.schema import MIGRATIONS, latest_version
 from streambot.sqlite_store import SqliteStore
@@ -725,31 +725,36 @@ async def test_bots_are_claimed_by_one_live_node_at_a_time(
     store: Store, clock: ManualClock
 ) -> None:
     """claim_bots: all or none; refreshed by the holder; free after release or STALE_SECONDS."""
-    await store.claim_bots(["1", "2"], "host:/a")
+    a, b, c = (Node(f"id-{n}", f"host:/{n}") for n in "abc")
+    await store.claim_bots(["1", "2"], a)
     with pytest.raises(BotsInUse) as caught:
-        await store.claim_bots(["3", "2"], "host:/b")
-    assert [(c.bot_id, c.holder) for c in caught.value.conflicts] == [("2", "host:/a")]
+        await store.claim_bots(["3", "2"], b)
+    assert [(x.bot_id, x.holder, x.place) for x in caught.value.conflicts] == [
+        ("2", "id-a", "host:/a")
+    ]
     assert "bot 2 by the node at host:/a" in str(caught.value)
     # The refusal took nothing: bot 3 is still free for a third node.
-    await store.claim_bots(["3"], "host:/c")
+    await store.claim_bots(["3"], c)
     clock.now += STALE_SECONDS - 1
-    await store.claim_bots(["1", "2"], "host:/a")  # a refresh (and a restart of the same node)
+    # A refresh, or the same node restarted (same id) somewhere else: it takes its bots back.
+    await store.claim_bots(["1", "2"], Node("id-a", "other-host:/a"))
     clock.now += STALE_SECONDS - 1
-    with pytest.raises(BotsInUse):
-        await store.claim_bots(["2"], "host:/b")  # refreshed 119 s ago: still live
-    await store.release_bots("host:/a")
-    await store.claim_bots(["2"], "host:/b")
-    # host:/c has not refreshed bot 3 for 238 s: it is taken as gone.
-    await store.claim_bots(["1", "3"], "host:/b")
     with pytest.raises(BotsInUse) as caught:
-        await store.claim_bots(["1", "2", "3"], "host:/c")
-    assert [c.bot_id for c in caught.value.conflicts] == ["1", "2", "3"]
+        await store.claim_bots(["2"], b)  # refreshed 119 s ago: still live
+    assert "bot 2 by the node at other-host:/a" in str(caught.value)
+    await store.release_bots("id-a")
+    await store.claim_bots(["2"], b)
+    # Node c has not refreshed bot 3 for 238 s: it is taken as gone.
+    await store.claim_bots(["1", "3"], b)
+    with pytest.raises(BotsInUse) as caught:
+        await store.claim_bots(["1", "2", "3"], c)
+    assert [x.bot_id for x in caught.value.conflicts] == ["1", "2", "3"]
 
 
 async def test_concurrent_claims_of_one_bot_have_one_winner(store: Store) -> None:
     """Ten nodes starting at once with the same worker bot: exactly one starts."""
     results = await asyncio.gather(
-        *(store.claim_bots(["42", f"own-{i}"], f"host:/n{i}") for i in range(10)),
+        *(store.claim_bots(["42", f"own-{i}"], Node(f"n{i}", f"host:/n{i}")) for i in range(10)),
         return_exceptions=True,
     )
     assert sorted(type(r).__name__ for r in results) == ["BotsInUse"] * 9 + ["NoneType"]
