@@ -19,11 +19,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -32,6 +34,37 @@ REPO = Path(__file__).resolve().parent.parent
 
 class BenchError(Exception):
     """A process of the benchmark failed to start or answered wrongly; the run cannot go on."""
+
+
+class Sampler:
+    """Calls :meth:`sample` every ``interval`` seconds in a thread while :meth:`running` is open.
+
+    A thread, not a task: the bench drives its load generators with blocking calls meanwhile.
+    """
+
+    def __init__(self, name: str, interval: float) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def sample(self) -> bool:
+        """Take one sample; False ends the sampling (what it watches is gone)."""
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.sample():
+                return
+            self._stop.wait(self._interval)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
 
 
 def _ephemeral_range() -> tuple[int, int]:

@@ -28,14 +28,13 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -43,6 +42,7 @@ from bench import scenarios
 from bench.procs import (
     SERVER_SETTINGS,
     BenchError,
+    Sampler,
     Server,
     free_port,
     python_env,
@@ -230,18 +230,16 @@ def running(nodes: Sequence[Node]) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- measuring
-class CpuSampler:
+class CpuSampler(Sampler):
     """CPU seconds of several processes sampled in a thread, read back for any time window."""
 
     def __init__(self, servers: Sequence[Server], interval: float = 0.05) -> None:
+        super().__init__("cpu-sampler", interval)
         self._servers = list(servers)
-        self._interval = interval
-        self._stop = threading.Event()
         self.times: list[float] = []
         self.samples: list[list[float]] = []
-        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
-    def _sample(self) -> None:
+    def sample(self) -> bool:
         # Per process: all its threads, then its main thread alone (the event loop's thread).
         row: list[float] = []
         for s in self._servers:
@@ -255,22 +253,17 @@ class CpuSampler:
                 row += self.samples[-1][k : k + 2] if self.samples else [0.0, 0.0]
         self.times.append(time.time())
         self.samples.append(row)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self._interval)
+        return True  # a process that is gone keeps its last figures
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[CpuSampler]:
-        self._sample()
-        self._thread.start()
+    def running(self) -> Iterator[Self]:
+        # Samples at both edges, so every time in the window interpolates between two.
+        self.sample()
         try:
-            yield self
+            with super().running():
+                yield self
         finally:
-            self._stop.set()
-            self._thread.join(timeout=5)
-            self._sample()
+            self.sample()
 
     def at(self, t: float) -> list[float]:
         """Each process's CPU seconds at time ``t``, interpolated between samples."""

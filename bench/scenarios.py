@@ -17,8 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import psutil
 from bench.procs import (
     BenchError,
     Finished,
+    Sampler,
     Server,
     python_env,
     run_measured,
@@ -191,32 +191,20 @@ def time_to_first_byte(
 # ---------------------------------------------------------------------- concurrency
 
 
-class RssSampler:
+class RssSampler(Sampler):
     """Samples a process's RSS in a thread: the peak when /proc's VmHWM cannot be reset."""
 
     def __init__(self, server: Server, interval: float = 0.02) -> None:
+        super().__init__("rss-sampler", interval)
         self._server = server
-        self._interval = interval
-        self._stop = threading.Event()
         self.peak = 0
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self._server.rss())
-            except (psutil.Error, OSError):  # the process is gone; the run reports that itself
-                return
-            self._stop.wait(self._interval)
-
-    @contextmanager
-    def running(self) -> Iterator[RssSampler]:
-        self._thread.start()
+    def sample(self) -> bool:
         try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join(timeout=5)
+            self.peak = max(self.peak, self._server.rss())
+        except (psutil.Error, OSError):  # the process is gone; the run reports that itself
+            return False
+        return True
 
 
 class RssAfter:
