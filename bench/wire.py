@@ -110,9 +110,14 @@ class WireSection:
                 stack.callback(server.stop)
                 server.launch()
                 started[key] = (server, links)
+
             # Runs first on exit (last in, first out): every server gets SIGTERM at once, then
             # each stop() above waits for its own, so a group stops in the time of its slowest.
-            stack.callback(lambda: [s.terminate() for s, _ in started.values()])
+            def terminate_all() -> None:
+                for s, _ in started.values():
+                    s.terminate()
+
+            stack.callback(terminate_all)
             t0 = time.monotonic()
             for server, _ in started.values():
                 server.wait_ready()
